@@ -1,0 +1,249 @@
+//! Reads. Every read is a blocking call on the caller's thread: the engine
+//! runs them on its storage reader threads, never on a shard.
+//!
+//! Reads see exactly the committed batches: a completed write is visible to
+//! every read that starts after the completion.
+
+use fjall::Keyspace;
+use protocol::{ClientMsgId, ConvId, DeviceId, Message, Seq, UserId};
+
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::model::{Conversation, Cursor, Device, Membership, PushJob, SendOutcome};
+use crate::records::{
+    ConvRec, CursorRec, DeviceRec, MemberRec, MessageRec, PushJobRec, SendRec, decode,
+};
+use crate::tables::{Table, Tables};
+
+fn get(tables: &Tables, t: Table, key: &[u8]) -> Result<Option<fjall::Slice>> {
+    tables.get(t).get(key).map_err(Error::fjall("get"))
+}
+
+fn bad_key(t: Table, key: &[u8]) -> Error {
+    Error::Corrupt {
+        keyspace: t.name(),
+        key: key.to_vec(),
+        reason: "unexpected key length".into(),
+    }
+}
+
+/// The highest seq stored for `conv`, or `Seq::ZERO`.
+pub(crate) fn last_seq(tables: &Tables, conv: ConvId) -> Result<Seq> {
+    let Some(g) = tables.messages.prefix(keys::conv(conv)).next_back() else {
+        return Ok(Seq::ZERO);
+    };
+    let key = g.key().map_err(Error::fjall("scan messages"))?;
+    keys::u64_at(&key, 8)
+        .map(Seq)
+        .ok_or_else(|| bad_key(Table::Messages, &key))
+}
+
+pub(crate) fn conv(tables: &Tables, conv: ConvId) -> Result<Option<Conversation>> {
+    let key = keys::conv(conv);
+    let Some(v) = get(tables, Table::Convs, &key)? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        decode::<ConvRec>(Table::Convs.name(), &key, &v)?.into_model(conv),
+    ))
+}
+
+fn message_at(key: &[u8], value: &[u8]) -> Result<Message> {
+    let (Some(conv), Some(seq)) = (keys::u64_at(key, 0), keys::u64_at(key, 8)) else {
+        return Err(bad_key(Table::Messages, key));
+    };
+    let rec = decode::<MessageRec>(Table::Messages.name(), key, value)?;
+    Ok(rec.into_model(ConvId(conv), Seq(seq)))
+}
+
+fn collect_messages(
+    iter: impl Iterator<Item = fjall::Guard>,
+    limit: usize,
+) -> Result<Vec<Message>> {
+    let mut out = Vec::with_capacity(limit.min(256));
+    for g in iter.take(limit) {
+        let (k, v) = g.into_inner().map_err(Error::fjall("scan messages"))?;
+        out.push(message_at(&k, &v)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn message(tables: &Tables, conv: ConvId, seq: Seq) -> Result<Option<Message>> {
+    let key = keys::message(conv, seq);
+    let Some(v) = get(tables, Table::Messages, &key)? else {
+        return Ok(None);
+    };
+    message_at(&key, &v).map(Some)
+}
+
+/// Up to `limit` messages with seq > `after`, ascending.
+pub(crate) fn after(
+    tables: &Tables,
+    conv: ConvId,
+    after: Seq,
+    limit: usize,
+) -> Result<Vec<Message>> {
+    let Some(from) = after.0.checked_add(1) else {
+        return Ok(Vec::new());
+    };
+    let range = keys::message(conv, Seq(from))..=keys::message(conv, Seq(u64::MAX));
+    collect_messages(tables.messages.range(range), limit)
+}
+
+/// Up to `limit` messages with seq < `before`, the newest of them, ascending.
+pub(crate) fn before(
+    tables: &Tables,
+    conv: ConvId,
+    before: Seq,
+    limit: usize,
+) -> Result<Vec<Message>> {
+    if before.0 <= 1 {
+        return Ok(Vec::new());
+    }
+    let range = keys::message(conv, Seq(1))..keys::message(conv, before);
+    let mut out = collect_messages(tables.messages.range(range).rev(), limit)?;
+    out.reverse();
+    Ok(out)
+}
+
+/// Up to `limit` of the newest messages, ascending.
+pub(crate) fn latest(tables: &Tables, conv: ConvId, limit: usize) -> Result<Vec<Message>> {
+    let mut out = collect_messages(tables.messages.prefix(keys::conv(conv)).rev(), limit)?;
+    out.reverse();
+    Ok(out)
+}
+
+/// Decodes every entry under `prefix` whose key is `prefix` + one u64.
+fn scan_by_u64<T>(
+    ks: &Keyspace,
+    t: Table,
+    prefix: &[u8],
+    mut decode_one: impl FnMut(&[u8], &[u8]) -> Result<T>,
+) -> Result<Vec<(u64, T)>> {
+    let mut out = Vec::new();
+    for g in ks.prefix(prefix) {
+        let (k, v) = g.into_inner().map_err(Error::fjall("scan"))?;
+        let id = keys::u64_at(&k, prefix.len()).ok_or_else(|| bad_key(t, &k))?;
+        out.push((id, decode_one(&k, &v)?));
+    }
+    Ok(out)
+}
+
+fn membership(t: Table) -> impl FnMut(&[u8], &[u8]) -> Result<Membership> {
+    move |k, v| Ok(decode::<MemberRec>(t.name(), k, v)?.into_model())
+}
+
+pub(crate) fn members(tables: &Tables, conv: ConvId) -> Result<Vec<(UserId, Membership)>> {
+    let rows = scan_by_u64(
+        &tables.members,
+        Table::Members,
+        &keys::conv(conv),
+        membership(Table::Members),
+    )?;
+    Ok(rows.into_iter().map(|(u, m)| (UserId(u), m)).collect())
+}
+
+pub(crate) fn member(tables: &Tables, conv: ConvId, user: UserId) -> Result<Option<Membership>> {
+    let key = keys::member(conv, user);
+    let Some(v) = get(tables, Table::Members, &key)? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        decode::<MemberRec>(Table::Members.name(), &key, &v)?.into_model(),
+    ))
+}
+
+pub(crate) fn user_convs(tables: &Tables, user: UserId) -> Result<Vec<(ConvId, Membership)>> {
+    let prefix = user.0.to_be_bytes();
+    let rows = scan_by_u64(
+        &tables.user_convs,
+        Table::UserConvs,
+        &prefix,
+        membership(Table::UserConvs),
+    )?;
+    Ok(rows.into_iter().map(|(c, m)| (ConvId(c), m)).collect())
+}
+
+pub(crate) fn device(tables: &Tables, user: UserId, device: DeviceId) -> Result<Option<Device>> {
+    let key = keys::device(user, device);
+    let Some(v) = get(tables, Table::Devices, &key)? else {
+        return Ok(None);
+    };
+    decode_device(&key, &v).map(Some)
+}
+
+fn decode_device(key: &[u8], v: &[u8]) -> Result<Device> {
+    decode::<DeviceRec>(Table::Devices.name(), key, v)?
+        .into_model()
+        .ok_or_else(|| Error::Corrupt {
+            keyspace: Table::Devices.name(),
+            key: key.to_vec(),
+            reason: "unknown push platform".into(),
+        })
+}
+
+pub(crate) fn devices(tables: &Tables, user: UserId) -> Result<Vec<(DeviceId, Device)>> {
+    let prefix = user.0.to_be_bytes();
+    let rows = scan_by_u64(&tables.devices, Table::Devices, &prefix, decode_device)?;
+    Ok(rows.into_iter().map(|(d, r)| (DeviceId(d), r)).collect())
+}
+
+pub(crate) fn cursor(
+    tables: &Tables,
+    user: UserId,
+    device: DeviceId,
+    conv: ConvId,
+) -> Result<Option<Cursor>> {
+    let key = keys::cursor(user, device, conv);
+    let Some(v) = get(tables, Table::Cursors, &key)? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        decode::<CursorRec>(Table::Cursors.name(), &key, &v)?.into_model(),
+    ))
+}
+
+pub(crate) fn cursors(
+    tables: &Tables,
+    user: UserId,
+    device: DeviceId,
+) -> Result<Vec<(ConvId, Cursor)>> {
+    let prefix = keys::device(user, device);
+    let rows = scan_by_u64(&tables.cursors, Table::Cursors, &prefix, |k, v| {
+        Ok(decode::<CursorRec>(Table::Cursors.name(), k, v)?.into_model())
+    })?;
+    Ok(rows.into_iter().map(|(c, r)| (ConvId(c), r)).collect())
+}
+
+pub(crate) fn dedupe(
+    tables: &Tables,
+    user: UserId,
+    device: DeviceId,
+    cmid: ClientMsgId,
+) -> Result<Option<SendOutcome>> {
+    let key = keys::dedupe(user, device, cmid);
+    let Some(v) = get(tables, Table::Dedupe, &key)? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        decode::<SendRec>(Table::Dedupe.name(), &key, &v)?.into_model(),
+    ))
+}
+
+/// Up to `limit` outbox jobs with id ≥ `from`, in id order.
+pub(crate) fn outbox(tables: &Tables, from: u64, limit: usize) -> Result<Vec<(u64, PushJob)>> {
+    let mut out = Vec::new();
+    for g in tables.outbox.range(keys::outbox(from)..).take(limit) {
+        let (k, v) = g.into_inner().map_err(Error::fjall("scan outbox"))?;
+        let id = keys::u64_at(&k, 0).ok_or_else(|| bad_key(Table::Outbox, &k))?;
+        let job = decode::<PushJobRec>(Table::Outbox.name(), &k, &v)?
+            .into_model()
+            .ok_or_else(|| Error::Corrupt {
+                keyspace: Table::Outbox.name(),
+                key: k.to_vec(),
+                reason: "unknown push platform".into(),
+            })?;
+        out.push((id, job));
+    }
+    Ok(out)
+}
