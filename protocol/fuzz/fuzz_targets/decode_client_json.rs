@@ -1,0 +1,6 @@
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use protocol::Encoding;
+
+fuzz_target!(|data: &[u8]| protocol_fuzz::check_client(Encoding::Json, data));
