@@ -108,7 +108,7 @@ pub enum ClientMsg {
 pub enum Page {
     /// The newest messages.
     Latest,
-    /// Messages with seq < the given one, newest first in the page's order.
+    /// The newest messages with seq < the given one (the page is still ascending).
     Before(Seq),
     /// Messages with seq > the given one.
     After(Seq),

@@ -46,7 +46,7 @@ pub const SYNC_POSITIONS_MAX: usize = 2_000;
 
 /// Worst-case JSON bytes of one sync position
 /// (`{"conv":"18446744073709551615","seq":18446744073709551615},`).
-pub const JSON_POSITION_BYTES_MAX: usize = 58;
+pub const JSON_POSITION_BYTES_MAX: usize = 59;
 
 /// Messages in one history page.
 pub const FETCH_LIMIT_MAX: u16 = 100;
