@@ -131,6 +131,26 @@ impl Store {
         rx.recv().map_err(|_| Error::Closed)?.result
     }
 
+    /// Moves every in-memory table to disk tables and waits for it, so a
+    /// restart has no journal to replay. Blocking; for shutdown and tools.
+    pub fn flush(&self) -> Result<()> {
+        let t = &self.inner.tables;
+        for ks in [
+            &t.convs,
+            &t.messages,
+            &t.members,
+            &t.user_convs,
+            &t.devices,
+            &t.cursors,
+            &t.dedupe,
+            &t.outbox,
+        ] {
+            ks.rotate_memtable_and_wait()
+                .map_err(Error::fjall("flush memtable"))?;
+        }
+        Ok(())
+    }
+
     /// The conversation's last stored seq (`Seq::ZERO` if it has none).
     pub fn last_seq(&self, conv: ConvId) -> Result<Seq> {
         read::last_seq(&self.inner.tables, conv)
