@@ -50,7 +50,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let secs = started.elapsed().as_secs_f64();
     let stats = store.stats();
-    let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed).max(1);
+    let batches = stats
+        .batches
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .max(1);
     let requests = stats.requests.load(std::sync::atomic::Ordering::Relaxed);
     println!(
         "appended {appended} messages in {secs:.2} s ({:.0} msg/s), {batches} group commits, {:.1} requests per commit",
@@ -68,15 +71,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let catch_up = store.messages_after(conv, Seq(tail.0.saturating_sub(50)), 50)?;
-    println!("catch-up after seq {}: {} messages", tail.0.saturating_sub(50), catch_up.len());
+    println!(
+        "catch-up after seq {}: {} messages",
+        tail.0.saturating_sub(50),
+        catch_up.len()
+    );
     store.write(vec![Op::PutCursor {
         user: UserId(101),
         device: DeviceId(1),
         conv,
-        cursor: Cursor { delivered: tail, read: tail },
+        cursor: Cursor {
+            delivered: tail,
+            read: tail,
+        },
     }])?;
-    println!("cursors of user 101 device 1: {:?}", store.cursors(UserId(101), DeviceId(1))?);
-    println!("group {group}: {} members, last seq {last}", store.members(group)?.len());
+    println!(
+        "cursors of user 101 device 1: {:?}",
+        store.cursors(UserId(101), DeviceId(1))?
+    );
+    println!(
+        "group {group}: {} members, last seq {last}",
+        store.members(group)?.len()
+    );
     Ok(())
 }
 
@@ -94,9 +110,19 @@ fn create_group(store: &Store, group: ConvId, users: &[UserId]) -> storage::Resu
     })];
     for (i, &user) in users.iter().enumerate() {
         let role = if i == 0 { Role::Admin } else { Role::Member };
-        ops.push(Op::PutMember { conv: group, user, membership: Membership { role, joined: Seq(1) } });
+        ops.push(Op::PutMember {
+            conv: group,
+            user,
+            membership: Membership {
+                role,
+                joined: Seq(1),
+            },
+        });
     }
-    let event = GroupEvent::Created { title: "demo".into(), members: users.to_vec() };
+    let event = GroupEvent::Created {
+        title: "demo".into(),
+        members: users.to_vec(),
+    };
     ops.push(Op::Append {
         msg: Message {
             conv: group,
@@ -137,7 +163,11 @@ fn append_many(store: &Store, thread: u64, n: u64) -> storage::Result<u64> {
             content: Content::Text(format!("message {i} from thread {thread}")),
         };
         let dedupe = Some(ClientMsgId(next.0));
-        store.submit(WriteRequest::new(vec![Op::Append { msg, dedupe }], i, sink.clone()))?;
+        store.submit(WriteRequest::new(
+            vec![Op::Append { msg, dedupe }],
+            i,
+            sink.clone(),
+        ))?;
         in_flight += 1;
         next = next.next();
     }
