@@ -69,7 +69,16 @@ pub const CONTROL_PAYLOAD_BYTES_MAX: usize = 125;
 pub const FRAGMENTS_MAX: usize = 64;
 
 /// Bytes of an HTTP request head (request line and headers) before upgrade.
-pub const HANDSHAKE_BYTES_MAX: usize = 8 * 1024;
+/// Browsers send the site's cookies on the upgrade, hence the room.
+pub const HANDSHAKE_BYTES_MAX: usize = 16 * 1024;
+
+/// Header lines in one HTTP request head; more is refused with 431. Browsers
+/// send 10–20 on an upgrade. Costs 32 bytes each, on the stack, while parsing.
+pub const HTTP_HEADERS_MAX: usize = 32;
+
+/// Bytes of an HTTP request body (the dev token endpoint's small JSON); more is
+/// refused with 413.
+pub const HTTP_BODY_BYTES_MAX: usize = 4 * 1024;
 
 /// Lifetime the dev token endpoint gives its tokens.
 pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -103,3 +112,4 @@ const _: () = assert!(
     "a history page always has room for at least one message"
 );
 const _: () = assert!(AUTH_TOKEN_BYTES_MAX < HANDSHAKE_BYTES_MAX);
+const _: () = assert!(HTTP_BODY_BYTES_MAX <= HANDSHAKE_BYTES_MAX);

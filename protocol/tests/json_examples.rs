@@ -407,6 +407,8 @@ fn limits_table_matches() {
         ),
         ("FRAGMENTS_MAX", limits::FRAGMENTS_MAX),
         ("HANDSHAKE_BYTES_MAX", limits::HANDSHAKE_BYTES_MAX),
+        ("HTTP_HEADERS_MAX", limits::HTTP_HEADERS_MAX),
+        ("HTTP_BODY_BYTES_MAX", limits::HTTP_BODY_BYTES_MAX),
     ] {
         let row = format!("| `{name}` | {value} |");
         assert!(
