@@ -1,21 +1,32 @@
-//! The Switchboard engine, in progress. So far it is the sans-IO codec the server's
-//! `io_uring` loop will drive: bytes in, values and bytes out.
+//! The Switchboard engine: the `switchboard` server (in progress).
 //!
-//! - [`http`]: HTTP/1.1 request heads and small bodies (parsed with `httparse`), the
-//!   WebSocket upgrade (RFC 6455 §4.2) and plain responses, each refusal mapped to its
-//!   status.
-//! - [`ws`]: WebSocket frames from clients decoded into whole messages and control frames
-//!   ([`ws::Decoder`], which keeps no read buffer between reads), and server frames
-//!   encoded ([`ws::write_text`], [`ws::FrameHeader`] for vectored writes).
-//! - [`error`]: the crate's [`Error`], wrapping the per-layer errors callers branch on.
+//! Built so far:
+//! - [`server`]: start and stop; one `SO_REUSEPORT` listener and one pinned
+//!   monoio (`io_uring`) runtime per shard (`shard.rs`, `accept.rs`).
+//! - `conn.rs`: a connection's HTTP phase, bounded in size and time:
+//!   `/healthz`, `/readyz`, and in `--dev` mode the token endpoint
+//!   (`dev.rs`) and the echo WebSocket for the conformance suite.
+//! - `websocket.rs`: an upgraded connection's loop: readiness waits with no
+//!   per-connection read buffer, heartbeats, idle timeout, close handshake.
+//! - [`http`] and [`ws`]: the sans-IO HTTP/1.1 and RFC 6455 codec.
+//! - [`config`]: defaults, TOML, environment and flags.
+//! - `sys/`: the crate's only `unsafe` (a non-blocking `recv`).
 //!
-//! What it is not, yet: no sockets, no runtime, no shards, sessions or routing; no
-//! permessage-deflate, no keep-alive or chunked HTTP, no TLS. `examples/ws_echo_std.rs`
-//! is a blocking echo server over this codec, for the Autobahn conformance suite only.
-#![forbid(unsafe_code)]
+//! Not yet: chat sessions (`/ws`), the message path over the router, catch-up,
+//! presence, metrics. No permessage-deflate, keep-alive or TLS.
 
+pub mod config;
 pub mod error;
 pub mod http;
+pub mod server;
+pub mod shutdown;
 pub mod ws;
+
+mod accept;
+mod conn;
+mod dev;
+mod shard;
+mod sys;
+mod websocket;
 
 pub use error::{Error, Result};

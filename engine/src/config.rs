@@ -1,0 +1,185 @@
+//! Server configuration: defaults, then a TOML file, then `SWITCHBOARD_*`
+//! environment variables, then flags (each later source wins).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use storage::Durability;
+
+/// Everything the server can be told. Field docs give each default.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Public address for HTTP and WebSocket. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Shard threads; 0 means one per available core. Default 0.
+    pub shards: u16,
+    /// The store's directory. Default `data`.
+    pub data_dir: PathBuf,
+    /// What an ack means: `fsync` (default), `os` or `none`.
+    #[serde(deserialize_with = "from_str")]
+    pub durability: Durability,
+    /// Development mode: the token endpoint, the echo endpoint, and a token
+    /// secret kept in the data directory if none is given. Default off.
+    pub dev: bool,
+    /// The HMAC secret for auth tokens (at least 32 bytes). Required unless
+    /// `dev`. Prefer the environment or a file over a flag: flags show in `ps`.
+    pub token_secret: Option<String>,
+    /// Time a new connection has to send a complete request head. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A WebSocket that has been quiet this long gets a ping. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A WebSocket that has sent nothing (not even a pong) this long is
+    /// closed with 4005. Default 75 s.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long shutdown waits for connections to finish their close
+    /// handshake. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Open connections per shard; past it, new connections get 503.
+    /// Default 200,000.
+    pub connections_per_shard_max: usize,
+    /// Messages one shard may have queued for another (router queue depth).
+    /// Default 8,192.
+    pub router_queue_depth: usize,
+    /// Bytes a shard reads from the network at once (one buffer per shard,
+    /// not per connection). Default 64 KiB.
+    pub read_buffer_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shards: 0,
+            data_dir: PathBuf::from("data"),
+            durability: Durability::Fsync,
+            dev: false,
+            token_secret: None,
+            handshake_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            shutdown_grace: Duration::from_secs(5),
+            connections_per_shard_max: 200_000,
+            router_queue_depth: 8_192,
+            read_buffer_bytes: 64 * 1024,
+        }
+    }
+}
+
+fn from_str<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr<Err = String>,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+/// Why a configuration is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file; absent fields keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// The number of shards to run.
+    pub fn shard_count(&self) -> u16 {
+        if self.shards > 0 {
+            return self.shards;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        u16::try_from(cores).unwrap_or(u16::MAX)
+    }
+
+    /// Checks the relations between fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |s: &str| Err(ConfigError::Invalid(s.to_owned()));
+        if self.heartbeat_interval.is_zero() || self.idle_timeout <= self.heartbeat_interval {
+            return invalid("idle_timeout must be longer than a non-zero heartbeat_interval");
+        }
+        if self.handshake_timeout.is_zero() {
+            return invalid("handshake_timeout must be non-zero");
+        }
+        if self.router_queue_depth == 0 || self.connections_per_shard_max == 0 {
+            return invalid("router_queue_depth and connections_per_shard_max must be non-zero");
+        }
+        if self.read_buffer_bytes < 4096 {
+            return invalid("read_buffer_bytes must be at least 4096");
+        }
+        if !self.dev && self.token_secret.is_none() {
+            return invalid("token_secret is required (or run with --dev)");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_fields() {
+        let c: Config = toml::from_str(
+            "listen = \"0.0.0.0:9000\"\ndurability = \"os\"\nheartbeat_interval = \"10s\"",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.durability, Durability::Os);
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(75));
+        assert!(toml::from_str::<Config>("listn = \"x\"").is_err());
+        assert!(toml::from_str::<Config>("durability = \"sometimes\"").is_err());
+    }
+
+    #[test]
+    fn validation() {
+        let dev = Config {
+            dev: true,
+            ..Config::default()
+        };
+        assert!(dev.validate().is_ok());
+        assert!(
+            Config::default().validate().is_err(),
+            "no secret outside dev mode"
+        );
+        let c = Config {
+            idle_timeout: Duration::from_secs(1),
+            ..dev.clone()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            read_buffer_bytes: 10,
+            ..dev
+        };
+        assert!(c.validate().is_err());
+    }
+}

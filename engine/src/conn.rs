@@ -1,0 +1,138 @@
+//! One connection's HTTP phase: read the request head (bounded in size and
+//! time), answer plain requests, and hand upgrades to their WebSocket loop.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use protocol::limits::HANDSHAKE_BYTES_MAX;
+
+use crate::http::{self, Handshake, Request, RequestError, Status};
+use crate::shard::Shard;
+use crate::websocket::{self, Echo};
+
+/// Bytes read at a time during the HTTP phase.
+const HEAD_READ_BYTES: usize = 4096;
+
+/// Where a request goes once its head (and body) is read.
+enum Route {
+    /// Write these bytes and close.
+    Respond(Vec<u8>),
+    /// Upgrade to the dev echo endpoint; `response` is the 101.
+    Echo {
+        response: Vec<u8>,
+        leftover: Vec<u8>,
+    },
+}
+
+/// Serves one accepted connection to the end.
+pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>) {
+    let _ = stream.set_nodelay(true);
+    let Some(guard) = shard.admit() else {
+        let mut out = Vec::new();
+        http::write_text(
+            &mut out,
+            Status::ServiceUnavailable,
+            "connection limit reached\n",
+        );
+        let _ = stream.write_all(out).await;
+        return;
+    };
+    let timeout = shard.config.handshake_timeout;
+    let route = match monoio::time::timeout(timeout, read_route(&mut stream, &shard)).await {
+        Ok(Ok(route)) => route,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, cause = %e, "connection failed before a complete request");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "handshake timeout");
+            let mut out = Vec::new();
+            http::write_text(&mut out, Status::RequestTimeout, "request head timeout\n");
+            let _ = stream.write_all(out).await;
+            return;
+        }
+    };
+    match route {
+        Route::Respond(out) => {
+            let _ = stream.write_all(out).await;
+        }
+        Route::Echo { response, leftover } => {
+            let (res, _) = stream.write_all(response).await;
+            if res.is_ok() {
+                websocket::run(stream, leftover, &shard, &guard.handle, &Echo::LIMITS, Echo).await;
+            }
+        }
+    }
+}
+
+/// Reads until a whole request (head plus body) is buffered, then routes it.
+async fn read_route(stream: &mut TcpStream, shard: &Shard) -> std::io::Result<Route> {
+    let mut buf: Vec<u8> = Vec::with_capacity(HEAD_READ_BYTES);
+    loop {
+        match Request::parse(&buf) {
+            Ok(Some(req)) if buf.len() >= req.message_len() => return Ok(route(&req, &buf, shard)),
+            Ok(_) => {}
+            Err(e) => return Ok(Route::Respond(error_response(e))),
+        }
+        let chunk = Vec::with_capacity(HEAD_READ_BYTES);
+        let (res, chunk) = stream.read(chunk).await;
+        if res? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk);
+        if buf.len() > HANDSHAKE_BYTES_MAX + http::BODY_BYTES_MAX {
+            return Ok(Route::Respond(error_response(RequestError::HeadTooLarge)));
+        }
+    }
+}
+
+fn error_response(e: RequestError) -> Vec<u8> {
+    let mut out = Vec::new();
+    e.write_response(&mut out);
+    out
+}
+
+fn respond(status: Status, text: &str) -> Route {
+    let mut out = Vec::new();
+    http::write_text(&mut out, status, text);
+    Route::Respond(out)
+}
+
+fn route(req: &Request<'_>, buf: &[u8], shard: &Shard) -> Route {
+    let dev = shard.config.dev;
+    match (req.method(), req.path()) {
+        ("GET", "/healthz") => respond(Status::Ok, "ok\n"),
+        ("GET", "/readyz") if shard.shutdown.is_requested() => {
+            respond(Status::ServiceUnavailable, "shutting down\n")
+        }
+        ("GET", "/readyz") => respond(Status::Ok, "ready\n"),
+        ("POST", "/v1/dev/token") if dev => {
+            let mut out = Vec::new();
+            let body = req.body(buf).unwrap_or_default();
+            crate::dev::token_endpoint(&shard.tokens, body, unix_now(), &mut out);
+            Route::Respond(out)
+        }
+        ("GET", "/v1/dev/echo") if dev => match Handshake::validate(req) {
+            Ok(hs) => {
+                let mut response = Vec::new();
+                hs.write_response(&mut response, None);
+                Route::Echo {
+                    response,
+                    leftover: buf[req.head_len()..].to_vec(),
+                }
+            }
+            Err(e) => Route::Respond(error_response(e)),
+        },
+        (_, "/healthz" | "/readyz") => respond(Status::MethodNotAllowed, "use GET\n"),
+        _ => respond(Status::NotFound, "not found\n"),
+    }
+}
+
+/// Seconds since the Unix epoch, for token issue and expiry.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

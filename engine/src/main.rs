@@ -1,0 +1,107 @@
+//! `switchboard`: the chat server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use engine::config::Config;
+use engine::server::Server;
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The Switchboard chat server. Settings come from defaults, then `--config`
+/// (TOML), then `SWITCHBOARD_*` environment variables, then flags.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// A TOML config file.
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Public address for HTTP and WebSocket.
+    #[arg(long, env = "SWITCHBOARD_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Shard threads (0: one per core).
+    #[arg(long, env = "SWITCHBOARD_SHARDS")]
+    shards: Option<u16>,
+    /// The store's directory.
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// What an ack means: fsync, os or none.
+    #[arg(long, env = "SWITCHBOARD_DURABILITY")]
+    durability: Option<storage::Durability>,
+    /// Development mode: token and echo endpoints, a local token secret.
+    #[arg(long, env = "SWITCHBOARD_DEV")]
+    dev: bool,
+    /// The HMAC token secret (at least 32 bytes); prefer the environment.
+    #[arg(long, env = "SWITCHBOARD_TOKEN_SECRET", hide_env_values = true)]
+    token_secret: Option<String>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "SWITCHBOARD_LOG_JSON")]
+    log_json: bool,
+}
+
+impl Cli {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = self.shards {
+            c.shards = v;
+        }
+        if let Some(v) = self.data_dir {
+            c.data_dir = v;
+        }
+        if let Some(v) = self.durability {
+            c.durability = v;
+        }
+        c.dev |= self.dev;
+        if self.token_secret.is_some() {
+            c.token_secret = self.token_secret;
+        }
+        Ok(c)
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let config = cli.into_config()?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    let server = Server::start(config)?;
+    let shutdown = server.shutdown_handle();
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "shutting down");
+    }
+    shutdown.request();
+    server.wait();
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

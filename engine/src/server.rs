@@ -1,0 +1,151 @@
+//! Starting and stopping the server: open the store, bind one `SO_REUSEPORT`
+//! listener per shard on the same port, run each shard on its own thread.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use protocol::token::TokenKey;
+use socket2::{Domain, Protocol, Socket, Type};
+use storage::Store;
+
+use crate::config::{Config, ConfigError};
+use crate::shard::{self, ShardInit};
+use crate::shutdown::Shutdown;
+
+/// Pending connections the kernel queues per listener before accept.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open the store in {path}: {source}")]
+    Store {
+        path: std::path::PathBuf,
+        source: storage::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid token secret: {0}")]
+    Secret(String),
+    #[error("cannot start shard thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: Arc<Shutdown>,
+    threads: Vec<JoinHandle<()>>,
+    store: Store,
+}
+
+impl Server {
+    /// Validates `config`, opens the store, and starts every shard.
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        config.validate()?;
+        let secret = match (&config.token_secret, config.dev) {
+            (Some(s), _) => s.clone(),
+            (None, _) => crate::dev::load_or_create_secret(&config.data_dir)
+                .map_err(|e| StartError::Secret(e.to_string()))?,
+        };
+        let tokens =
+            TokenKey::new(secret.as_bytes()).map_err(|e| StartError::Secret(e.to_string()))?;
+        let store_config = storage::Config::new(&config.data_dir).durability(config.durability);
+        let store = Store::open(store_config).map_err(|source| StartError::Store {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let shards = config.shard_count();
+        let listeners = bind(config.listen, shards)?;
+        let addr = listeners[0]
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let shutdown = Arc::new(Shutdown::new(shards));
+        let config = Arc::new(config);
+        let mut threads = Vec::new();
+        for (id, listener) in (0..shards).zip(listeners) {
+            let shard = ShardInit {
+                id,
+                config: config.clone(),
+                tokens: tokens.clone(),
+                shutdown: shutdown.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("shard-{id}"))
+                .spawn(move || {
+                    let span = tracing::info_span!("shard", id);
+                    let _enter = span.enter();
+                    if let Err(e) = shard::run(shard, listener) {
+                        tracing::error!(cause = %e, "shard failed");
+                    }
+                })
+                .map_err(StartError::Spawn)?;
+            threads.push(thread);
+        }
+        tracing::info!(%addr, shards, durability = %config.durability, dev = config.dev, "listening");
+        Ok(Server {
+            addr,
+            shutdown,
+            threads,
+            store,
+        })
+    }
+
+    /// The bound public address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle that stops the server when [`Shutdown::request`]ed.
+    pub fn shutdown_handle(&self) -> Arc<Shutdown> {
+        self.shutdown.clone()
+    }
+
+    /// Waits for every shard to stop (after a shutdown request), then moves
+    /// the store's memtables to disk so the next start replays no journal.
+    pub fn wait(self) {
+        for t in self.threads {
+            if t.join().is_err() {
+                tracing::error!("a shard thread panicked");
+            }
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::warn!(cause = %e, "final store flush failed; the journal will be replayed");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Binds `shards` listeners to one address with `SO_REUSEPORT`, so the kernel
+/// spreads connections over the shards. With port 0 the first bind picks the
+/// port and the others reuse it.
+fn bind(addr: SocketAddr, shards: u16) -> Result<Vec<std::net::TcpListener>, StartError> {
+    let err = |source| StartError::Listen { addr, source };
+    let mut listeners: Vec<std::net::TcpListener> = Vec::new();
+    let mut bound = addr;
+    for _ in 0..shards {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(err)?;
+        socket.set_reuse_address(true).map_err(err)?;
+        socket.set_reuse_port(true).map_err(err)?;
+        socket.set_nonblocking(true).map_err(err)?;
+        socket.bind(&bound.into()).map_err(err)?;
+        socket.listen(LISTEN_BACKLOG).map_err(err)?;
+        let listener: std::net::TcpListener = socket.into();
+        if listeners.is_empty() {
+            bound = listener.local_addr().map_err(err)?;
+        }
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}

@@ -1,0 +1,172 @@
+//! One shard: a pinned thread with its own `io_uring` runtime and its own
+//! `SO_REUSEPORT` listener on the public port. Shards share nothing mutable.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use protocol::token::TokenKey;
+use slab::Slab;
+
+use crate::config::Config;
+use crate::shutdown::Shutdown;
+
+/// What a shard thread starts from; everything in it can cross threads.
+pub(crate) struct ShardInit {
+    pub id: u16,
+    pub config: Arc<Config>,
+    pub tokens: TokenKey,
+    pub shutdown: Arc<Shutdown>,
+}
+
+/// Everything a shard's tasks share. Lives on the shard's thread only.
+pub(crate) struct Shard {
+    pub id: u16,
+    pub config: Arc<Config>,
+    pub tokens: TokenKey,
+    pub shutdown: Arc<Shutdown>,
+    /// The shard's one read buffer: connections wait for readiness with no
+    /// buffer of their own and read into this one, borrowing it only between
+    /// two awaits.
+    pub scratch: RefCell<Vec<u8>>,
+    /// Open connections, for the connection limit and shutdown.
+    pub conns: RefCell<Slab<Rc<ConnHandle>>>,
+}
+
+/// What other tasks on the shard can do to a connection: ask it to close
+/// and wake it.
+#[derive(Default)]
+pub(crate) struct ConnHandle {
+    closing: Cell<bool>,
+    notified: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl std::fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnHandle")
+            .field("closing", &self.closing.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnHandle {
+    /// Asks the connection to close with 1001 (going away).
+    pub fn close(&self) {
+        self.closing.set(true);
+        self.notify();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    fn notify(&self) {
+        self.notified.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Completes when [`ConnHandle::notify`] was called since the last time.
+    pub async fn notified(&self) {
+        std::future::poll_fn(|cx| {
+            if self.notified.replace(false) {
+                return Poll::Ready(());
+            }
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await;
+    }
+}
+
+/// Removes a connection from its shard's table when dropped.
+pub(crate) struct ConnGuard {
+    shard: Rc<Shard>,
+    key: usize,
+    pub handle: Rc<ConnHandle>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.shard.conns.borrow_mut().remove(self.key);
+    }
+}
+
+impl Shard {
+    /// Registers a new connection, or `None` at the connection limit.
+    pub fn admit(self: &Rc<Shard>) -> Option<ConnGuard> {
+        let mut conns = self.conns.borrow_mut();
+        if conns.len() >= self.config.connections_per_shard_max {
+            return None;
+        }
+        let handle = Rc::new(ConnHandle::default());
+        if self.shutdown.is_requested() {
+            handle.close();
+        }
+        let key = conns.insert(handle.clone());
+        Some(ConnGuard {
+            shard: self.clone(),
+            key,
+            handle,
+        })
+    }
+
+    /// Stops accepting and asks every connection to close, then waits for
+    /// them up to the shutdown grace period.
+    pub async fn drain(&self) {
+        for (_, c) in self.conns.borrow().iter() {
+            c.close();
+        }
+        let deadline = std::time::Instant::now() + self.config.shutdown_grace;
+        while !self.conns.borrow().is_empty() && std::time::Instant::now() < deadline {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = self.conns.borrow().len();
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "connections still open after the shutdown grace period"
+            );
+        }
+    }
+}
+
+impl Shard {
+    fn new(init: ShardInit) -> Shard {
+        let read_bytes = init.config.read_buffer_bytes;
+        Shard {
+            id: init.id,
+            config: init.config,
+            tokens: init.tokens,
+            shutdown: init.shutdown,
+            scratch: RefCell::new(vec![0; read_bytes]),
+            conns: RefCell::new(Slab::new()),
+        }
+    }
+}
+
+/// Runs a shard on the calling thread until shutdown.
+pub(crate) fn run(init: ShardInit, listener: std::net::TcpListener) -> std::io::Result<()> {
+    let id = init.id;
+    let shard = Shard::new(init);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if let Err(e) = monoio::utils::bind_to_cpu_set([usize::from(id) % cores]) {
+        tracing::warn!(shard = id, cause = ?e, "cannot pin shard thread; running unpinned");
+    }
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .with_entries(1024)
+        .build()?;
+    rt.block_on(async move {
+        let listener = monoio::net::TcpListener::from_std(listener)?;
+        let shard = Rc::new(shard);
+        crate::accept::accept_loop(&shard, &listener).await;
+        drop(listener);
+        shard.drain().await;
+        Ok(())
+    })
+}
