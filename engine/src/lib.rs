@@ -10,6 +10,8 @@
 //!   per-connection read buffer, heartbeats, idle timeout, close handshake.
 //! - [`http`] and [`ws`]: the sans-IO HTTP/1.1 and RFC 6455 codec.
 //! - [`config`]: defaults, TOML, environment and flags.
+//! - [`store_io`]: the bridge that keeps storage work off the shards: write
+//!   completions and read results come back through a bounded [`store_io::Inbox`].
 //! - `sys/`: the crate's only `unsafe` (a non-blocking `recv`).
 //!
 //! Not yet: chat sessions (`/ws`), the message path over the router, catch-up,
@@ -20,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod server;
 pub mod shutdown;
+pub mod store_io;
 pub mod ws;
 
 mod accept;
