@@ -67,6 +67,10 @@ pub struct Config {
     /// Conversations whose last seq the writer caches; past this the cache is
     /// dropped and rebuilt lazily (16 B per entry plus map overhead).
     pub seq_cache_entries_max: usize,
+    /// Fault injection for tests: every batch commit after this many fails as
+    /// if its journal persist had failed (nothing is written), which poisons
+    /// the store. `None` (the default) in production.
+    pub fail_commit_after: Option<u64>,
 }
 
 impl Config {
@@ -81,6 +85,7 @@ impl Config {
             batch_ops_max: 4096,
             batch_linger: Duration::ZERO,
             seq_cache_entries_max: 1 << 20,
+            fail_commit_after: None,
         }
     }
 

@@ -57,6 +57,9 @@ pub(crate) struct Writer {
     seqs: SeqCache,
     poisoned: Arc<AtomicBool>,
     stats: Arc<WriterStats>,
+    /// Batch commits attempted so far.
+    commits: u64,
+    fail_commit_after: Option<u64>,
 }
 
 impl Writer {
@@ -84,6 +87,8 @@ impl Writer {
             },
             poisoned,
             stats,
+            commits: 0,
+            fail_commit_after: config.fail_commit_after,
         }
     }
 
@@ -149,7 +154,15 @@ impl Writer {
                     None => b.remove(self.tables.get(table), key),
                 }
             }
-            if let Err(e) = b.commit() {
+            let injected = self.fail_commit_after.is_some_and(|n| self.commits >= n);
+            let committed = if injected {
+                drop(b);
+                Err("injected commit failure (Config::fail_commit_after)".to_owned())
+            } else {
+                b.commit().map_err(|e| e.to_string())
+            };
+            self.commits += 1;
+            if let Err(e) = committed {
                 // Acked data must be on disk; after a failed persist we cannot
                 // know what is, so nothing more is written (fjall poisons too).
                 tracing::error!(cause = %e, "group commit failed; store is poisoned");
