@@ -14,6 +14,9 @@ use std::time::Duration;
 use engine::http::{Handshake, Request};
 use engine::ws::{self, Decoder, Event, Limits};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Autobahn sends messages of up to 16 MiB (cases 9.1.6, 9.2.6), in up to 65,536
 /// fragments (9.3.1, 4 MiB in 64-byte frames); the engine's limits are much lower.
 const LIMITS: Limits = Limits::new(16 << 20, 16 << 20, 1 << 20);

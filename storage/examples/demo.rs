@@ -19,6 +19,9 @@ use storage::{ChannelSink, Config, Conversation, Cursor, Membership, Op, Store, 
 
 const THREADS: u64 = 4;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let dir = args.next().unwrap_or_else(|| "data/demo".into());
