@@ -26,11 +26,9 @@ pub const WRITE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 /// Default for [`ConnectOptions::close_timeout`].
 pub const CLOSE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
 
-/// Largest message the client accepts from the server. The server has no
-/// limit of its own (PROTOCOL.md "Limits"); a `history` page is at most
-/// `HISTORY_PAGE_BYTES_MAX` (1 MiB), so 16 MiB leaves room for anything sane
-/// while bounding what a broken server can make a test allocate.
-pub const SERVER_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest message the client accepts from the server: the protocol's bound
+/// on server messages (PROTOCOL.md "Limits").
+pub const SERVER_MESSAGE_BYTES_MAX: usize = protocol::limits::SERVER_MESSAGE_BYTES_MAX;
 
 /// How the token travels in the upgrade request.
 #[derive(Clone, PartialEq, Eq)]

@@ -59,6 +59,14 @@ pub const HISTORY_PAGE_BYTES_MAX: usize = 1024 * 1024;
 /// Sized so that any valid client message fits in JSON, whatever its escaping.
 pub const CLIENT_MESSAGE_BYTES_MAX: usize = 128 * 1024;
 
+/// Bytes of one server→client message. The largest is a `conv` reply for a
+/// full group; clients size their receive limit from this.
+pub const SERVER_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Worst-case JSON bytes of one member in a `conv` reply
+/// (`{"user":"18446744073709551615","role":"member","joined":18446744073709551615},`).
+pub const JSON_MEMBER_BYTES_MAX: usize = 78;
+
 /// Bytes of one WebSocket frame payload from a client.
 pub const FRAME_PAYLOAD_BYTES_MAX: usize = CLIENT_MESSAGE_BYTES_MAX;
 
@@ -112,4 +120,12 @@ const _: () = assert!(
     "a history page always has room for at least one message"
 );
 const _: () = assert!(AUTH_TOKEN_BYTES_MAX < HANDSHAKE_BYTES_MAX);
+const _: () = assert!(
+    GROUP_MEMBERS_MAX * JSON_MEMBER_BYTES_MAX
+        + TITLE_BYTES_MAX * JSON_ESCAPE_FACTOR
+        + ENVELOPE_BYTES_MAX
+        <= SERVER_MESSAGE_BYTES_MAX,
+    "a conv reply for a full group fits in one server message"
+);
+const _: () = assert!(HISTORY_PAGE_BYTES_MAX <= SERVER_MESSAGE_BYTES_MAX);
 const _: () = assert!(HTTP_BODY_BYTES_MAX <= HANDSHAKE_BYTES_MAX);

@@ -409,6 +409,7 @@ fn limits_table_matches() {
         ("HANDSHAKE_BYTES_MAX", limits::HANDSHAKE_BYTES_MAX),
         ("HTTP_HEADERS_MAX", limits::HTTP_HEADERS_MAX),
         ("HTTP_BODY_BYTES_MAX", limits::HTTP_BODY_BYTES_MAX),
+        ("SERVER_MESSAGE_BYTES_MAX", limits::SERVER_MESSAGE_BYTES_MAX),
     ] {
         let row = format!("| `{name}` | {value} |");
         assert!(
