@@ -10,6 +10,9 @@
 //!   per-connection read buffer, heartbeats, idle timeout, close handshake.
 //! - [`http`] and [`ws`]: the sans-IO HTTP/1.1 and RFC 6455 codec.
 //! - [`config`]: defaults, TOML, environment and flags.
+//! - [`conv`]: the conversation owner, sans-IO: membership check, dedupe of
+//!   resends, seq assignment in arrival order, ack and fan-out after the write
+//!   is durable; storage work paid for with bounded credit.
 //! - [`store_io`]: the bridge that keeps storage work off the shards: write
 //!   completions and read results come back through a bounded [`store_io::Inbox`].
 //! - `sys/`: the crate's only `unsafe` (a non-blocking `recv`).
@@ -18,6 +21,7 @@
 //! presence, metrics. No permessage-deflate, keep-alive or TLS.
 
 pub mod config;
+pub mod conv;
 pub mod error;
 pub mod http;
 pub mod server;
