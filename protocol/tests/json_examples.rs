@@ -17,6 +17,8 @@
 //! `write_fuzz_seed_corpus` (ignored) turns the same examples into the seed
 //! corpus of `protocol/fuzz/`.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -29,7 +31,7 @@ use protocol::{
     ClientMsg, Content, ConvKind, DeviceId, Encoding, ErrorCode, GroupEvent, Message, Page,
     Platform, PresenceStatus, ReceiptKind, Role, ServerMsg, UserId,
 };
-use serde::de::{self, Visitor};
+use serde::de;
 use serde_json::Value;
 
 fn doc_path() -> PathBuf {
@@ -223,42 +225,6 @@ fn every_example_decodes_and_reencodes_to_itself() {
     assert!(examples.len() >= 30, "only {} examples", examples.len());
 }
 
-/// The variant names serde knows for `T`, in declaration order (which is
-/// also the binary tag order). Read from what the derived `Deserialize`
-/// passes to `deserialize_enum`, so a new variant can never be missed.
-fn variant_names<T: de::DeserializeOwned>() -> &'static [&'static str] {
-    struct Probe<'a>(&'a mut &'static [&'static str]);
-
-    impl<'de> de::Deserializer<'de> for Probe<'_> {
-        type Error = de::value::Error;
-
-        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
-            Err(de::Error::custom("not an enum"))
-        }
-
-        fn deserialize_enum<V: Visitor<'de>>(
-            self,
-            _: &'static str,
-            variants: &'static [&'static str],
-            _: V,
-        ) -> Result<V::Value, Self::Error> {
-            *self.0 = variants;
-            Err(de::Error::custom("probed"))
-        }
-
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
-            struct identifier ignored_any
-        }
-    }
-
-    let mut names: &'static [&'static str] = &[];
-    assert!(T::deserialize(Probe(&mut names)).is_err());
-    assert!(!names.is_empty(), "not an enum");
-    names
-}
-
 /// The one key of a JSON object.
 fn tag(value: &Value) -> String {
     let map = value
@@ -298,14 +264,23 @@ fn every_message_type_has_an_example() {
             }
         }
     }
-    assert_eq!(missing(variant_names::<ClientMsg>(), &client), [""; 0]);
-    assert_eq!(missing(variant_names::<ServerMsg>(), &server), [""; 0]);
-    assert_eq!(missing(variant_names::<GroupEvent>(), &events), [""; 0]);
+    assert_eq!(
+        missing(support::variant_names::<ClientMsg>(), &client),
+        [""; 0]
+    );
+    assert_eq!(
+        missing(support::variant_names::<ServerMsg>(), &server),
+        [""; 0]
+    );
+    assert_eq!(
+        missing(support::variant_names::<GroupEvent>(), &events),
+        [""; 0]
+    );
 }
 
 /// The doc's line listing `T`'s binary tags.
 fn tag_line<T: de::DeserializeOwned>(name: &str) -> String {
-    let tags: Vec<String> = variant_names::<T>()
+    let tags: Vec<String> = support::variant_names::<T>()
         .iter()
         .enumerate()
         .map(|(i, v)| format!("{i} `{v}`"))
@@ -336,7 +311,7 @@ fn binary_tag_lists_match() {
 #[test]
 fn error_code_table_matches() {
     let doc = doc();
-    for (index, name) in variant_names::<ErrorCode>().iter().enumerate() {
+    for (index, name) in support::variant_names::<ErrorCode>().iter().enumerate() {
         let code: ErrorCode =
             serde_json::from_value(Value::String((*name).to_owned())).expect("a variant name");
         assert_eq!(

@@ -6,6 +6,8 @@
 //! Client messages go through `decode_client`, so every generated one must
 //! also pass `validate()`.
 
+mod support;
+
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -20,7 +22,6 @@ use protocol::{
     ErrorCode, GroupEvent, Member, Message, MsgId, Page, Platform, Position, PresenceStatus,
     ReceiptKind, RequestId, Role, Seq, ServerMsg, UnixMillis, UserId,
 };
-use serde::de::{self, Visitor};
 
 // ---- scalars ----
 
@@ -553,42 +554,6 @@ fn maximal_json_lists_fit_in_one_client_message() {
 
 // ---- the strategies cover every variant ----
 
-/// The variant names serde knows for `T`, in declaration order (which is
-/// also the binary tag order). Read from what the derived `Deserialize`
-/// passes to `deserialize_enum`, so a new variant can never be missed.
-fn variant_names<T: de::DeserializeOwned>() -> &'static [&'static str] {
-    struct Probe<'a>(&'a mut &'static [&'static str]);
-
-    impl<'de> de::Deserializer<'de> for Probe<'_> {
-        type Error = de::value::Error;
-
-        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
-            Err(de::Error::custom("not an enum"))
-        }
-
-        fn deserialize_enum<V: Visitor<'de>>(
-            self,
-            _: &'static str,
-            variants: &'static [&'static str],
-            _: V,
-        ) -> Result<V::Value, Self::Error> {
-            *self.0 = variants;
-            Err(de::Error::custom("probed"))
-        }
-
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
-            struct identifier ignored_any
-        }
-    }
-
-    let mut names: &'static [&'static str] = &[];
-    assert!(T::deserialize(Probe(&mut names)).is_err());
-    assert!(!names.is_empty(), "not an enum");
-    names
-}
-
 /// The binary tag of an encoded message: the varint after the version byte
 /// (every enum here has fewer than 128 variants, so it is one byte).
 fn binary_tag<T: serde::Serialize>(msg: &T) -> usize {
@@ -617,7 +582,7 @@ fn sample_tags<T: std::fmt::Debug + serde::Serialize>(strategy: &BoxedStrategy<T
 
 #[test]
 fn client_strategy_makes_every_variant() {
-    let names = variant_names::<ClientMsg>();
+    let names = support::variant_names::<ClientMsg>();
     let seen = sample_tags(&client_msg());
     assert_eq!(seen.len(), names.len());
     for (name, seen) in names.iter().zip(seen) {
@@ -627,19 +592,19 @@ fn client_strategy_makes_every_variant() {
 
 #[test]
 fn server_strategy_makes_every_variant() {
-    let names = variant_names::<ServerMsg>();
+    let names = support::variant_names::<ServerMsg>();
     let seen = sample_tags(&server_msg());
     assert_eq!(seen.len(), names.len());
     for (name, seen) in names.iter().zip(seen) {
         assert!(seen, "server_msg() never made `{name}`");
     }
     assert_eq!(
-        variant_names::<ErrorCode>().len(),
+        support::variant_names::<ErrorCode>().len(),
         10,
         "update error_code()"
     );
     assert_eq!(
-        variant_names::<GroupEvent>().len(),
+        support::variant_names::<GroupEvent>().len(),
         6,
         "update group_event()"
     );
