@@ -10,6 +10,9 @@
 //!   per-connection read buffer, heartbeats, idle timeout, close handshake.
 //! - [`http`] and [`ws`]: the sans-IO HTTP/1.1 and RFC 6455 codec.
 //! - [`config`]: defaults, TOML, environment and flags.
+//! - [`catchup`]: one device's reconnect catch-up, sans-IO: pages from the
+//!   store, live messages that race them, then `synced`, nothing lost or
+//!   reordered.
 //! - [`conv`]: the conversation owner, sans-IO: membership check, dedupe of
 //!   resends, seq assignment in arrival order, ack and fan-out after the write
 //!   is durable; storage work paid for with bounded credit.
@@ -17,9 +20,11 @@
 //!   completions and read results come back through a bounded [`store_io::Inbox`].
 //! - `sys/`: the crate's only `unsafe` (a non-blocking `recv`).
 //!
-//! Not yet: chat sessions (`/ws`), the message path over the router, catch-up,
-//! presence, metrics. No permessage-deflate, keep-alive or TLS.
+//! Not yet wired: chat sessions (`/ws`) driving `conv` and `catchup` over the
+//! router and `store_io`; presence, typing, receipts, metrics. No
+//! permessage-deflate, keep-alive or TLS.
 
+pub mod catchup;
 pub mod config;
 pub mod conv;
 pub mod error;
