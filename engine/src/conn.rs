@@ -40,7 +40,14 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, shard: Rc<Sha
         return;
     };
     let timeout = shard.config.handshake_timeout;
-    let route = match monoio::time::timeout(timeout, read_route(&mut stream, &shard)).await {
+    // Boxed: the request-head phase (with its timer, ~1 KB of future) is
+    // freed before the connection settles into its idle WebSocket loop.
+    let route = match Box::pin(monoio::time::timeout(
+        timeout,
+        read_route(&mut stream, &shard),
+    ))
+    .await
+    {
         Ok(Ok(route)) => route,
         Ok(Err(e)) => {
             tracing::debug!(%peer, cause = %e, "connection failed before a complete request");
@@ -50,16 +57,16 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, shard: Rc<Sha
             tracing::debug!(%peer, "handshake timeout");
             let mut out = Vec::new();
             http::write_text(&mut out, Status::RequestTimeout, "request head timeout\n");
-            let _ = stream.write_all(out).await;
+            let _ = Box::pin(stream.write_all(out)).await;
             return;
         }
     };
     match route {
         Route::Respond(out) => {
-            let _ = stream.write_all(out).await;
+            let _ = Box::pin(stream.write_all(out)).await;
         }
         Route::Echo { response, leftover } => {
-            let (res, _) = stream.write_all(response).await;
+            let (res, _) = Box::pin(stream.write_all(response)).await;
             if res.is_ok() {
                 websocket::run(stream, leftover, &shard, &guard.handle, &Echo::LIMITS, Echo).await;
             }

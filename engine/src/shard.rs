@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::token::TokenKey;
 use slab::Slab;
@@ -35,13 +35,34 @@ pub(crate) struct Shard {
     pub conns: RefCell<Slab<Rc<ConnHandle>>>,
 }
 
-/// What other tasks on the shard can do to a connection: ask it to close
-/// and wake it.
-#[derive(Default)]
+/// What other tasks on the shard can do to a connection: ask it to close,
+/// ask it to ping, and wake it. The shard's heartbeat sweep reads
+/// `last_heard`, so no connection needs a timer of its own.
 pub(crate) struct ConnHandle {
     closing: Cell<bool>,
     notified: Cell<bool>,
     waker: Cell<Option<Waker>>,
+    /// When the connection last received bytes (a WebSocket connection only;
+    /// `None` during the HTTP phase, which has its own timeout).
+    last_heard: Cell<Option<Instant>>,
+    /// A ping has been asked for and not yet answered by any byte.
+    pinged: Cell<bool>,
+    ping_due: Cell<bool>,
+    idle: Cell<bool>,
+}
+
+impl Default for ConnHandle {
+    fn default() -> ConnHandle {
+        ConnHandle {
+            closing: Cell::new(false),
+            notified: Cell::new(false),
+            waker: Cell::new(None),
+            last_heard: Cell::new(None),
+            pinged: Cell::new(false),
+            ping_due: Cell::new(false),
+            idle: Cell::new(false),
+        }
+    }
 }
 
 impl std::fmt::Debug for ConnHandle {
@@ -61,6 +82,38 @@ impl ConnHandle {
 
     pub fn is_closing(&self) -> bool {
         self.closing.get()
+    }
+
+    /// The connection received bytes: it is alive.
+    pub fn heard(&self, now: Instant) {
+        self.last_heard.set(Some(now));
+        self.pinged.set(false);
+    }
+
+    /// Whether the sweep asked for a ping since the last call.
+    pub fn take_ping_due(&self) -> bool {
+        self.ping_due.replace(false)
+    }
+
+    /// Whether the sweep found the connection idle past the idle timeout.
+    pub fn is_idle(&self) -> bool {
+        self.idle.get()
+    }
+
+    /// The heartbeat check of one connection at `now`.
+    fn sweep(&self, now: Instant, interval: Duration, idle_timeout: Duration) {
+        let Some(heard) = self.last_heard.get() else {
+            return;
+        };
+        let quiet = now.saturating_duration_since(heard);
+        if quiet >= idle_timeout {
+            self.idle.set(true);
+            self.notify();
+        } else if quiet >= interval && !self.pinged.get() {
+            self.pinged.set(true);
+            self.ping_due.set(true);
+            self.notify();
+        }
     }
 
     fn notify(&self) {
@@ -115,6 +168,21 @@ impl Shard {
         })
     }
 
+    /// Every sweep period, asks quiet connections for a ping and closes idle
+    /// ones: one timer per shard instead of one per connection (a monoio
+    /// sleep is 640 bytes). Runs until shutdown.
+    pub async fn heartbeat_sweep(self: Rc<Shard>) {
+        let (interval, idle) = (self.config.heartbeat_interval, self.config.idle_timeout);
+        let period = (interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        while !self.shutdown.is_requested() {
+            monoio::time::sleep(period).await;
+            let now = Instant::now();
+            for (_, c) in self.conns.borrow().iter() {
+                c.sweep(now, interval, idle);
+            }
+        }
+    }
+
     /// Stops accepting and asks every connection to close, then waits for
     /// them up to the shutdown grace period.
     pub async fn drain(&self) {
@@ -164,6 +232,7 @@ pub(crate) fn run(init: ShardInit, listener: std::net::TcpListener) -> std::io::
     rt.block_on(async move {
         let listener = monoio::net::TcpListener::from_std(listener)?;
         let shard = Rc::new(shard);
+        monoio::spawn(shard.clone().heartbeat_sweep());
         crate::accept::accept_loop(&shard, &listener).await;
         drop(listener);
         shard.drain().await;

@@ -60,8 +60,6 @@ impl Handler for Echo {
 struct Conn<'l> {
     decoder: Decoder,
     limits: &'l ws::Limits,
-    last_heard: Instant,
-    ping_sent: bool,
     /// Set once our close frame is queued; the loop then only drains.
     closed: bool,
     /// The client started the close handshake: once our reply is written the
@@ -79,8 +77,6 @@ impl Conn<'_> {
 
     /// Decodes `input` and handles every event in it.
     fn feed(&mut self, mut input: &[u8], h: &mut impl Handler, out: &mut Vec<u8>) {
-        self.last_heard = Instant::now();
-        self.ping_sent = false;
         while !self.closed {
             let event = match self.decoder.decode(input, self.limits) {
                 Ok((n, Some(event))) => {
@@ -123,6 +119,7 @@ impl Conn<'_> {
         &mut self,
         stream: &TcpStream,
         shard: &Shard,
+        handle: &ConnHandle,
         h: &mut impl Handler,
         out: &mut Vec<u8>,
     ) -> std::io::Result<()> {
@@ -130,7 +127,10 @@ impl Conn<'_> {
         for _ in 0..READS_PER_WAKE_MAX {
             match sys::recv_now(stream, &mut scratch) {
                 Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
-                Ok(n) => self.feed(&scratch[..n], h, out),
+                Ok(n) => {
+                    handle.heard(Instant::now());
+                    self.feed(&scratch[..n], h, out);
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -140,23 +140,6 @@ impl Conn<'_> {
             }
         }
         Ok(())
-    }
-
-    /// Sends a ping after a quiet heartbeat interval and closes after the
-    /// idle timeout; returns how long to sleep before the next check.
-    fn heartbeat(&mut self, shard: &Shard, out: &mut Vec<u8>) -> Duration {
-        let quiet = self.last_heard.elapsed();
-        let (interval, idle) = (shard.config.heartbeat_interval, shard.config.idle_timeout);
-        if quiet >= idle {
-            self.close(out, close::IDLE_TIMEOUT, "idle timeout");
-            return CLOSE_LINGER;
-        }
-        if quiet >= interval && !self.ping_sent {
-            ws::write_ping(out, b"");
-            self.ping_sent = true;
-        }
-        let until = if self.ping_sent { idle } else { interval };
-        until.saturating_sub(quiet)
     }
 }
 
@@ -173,21 +156,26 @@ pub(crate) async fn run(
     let mut conn = Conn {
         decoder: Decoder::new(),
         limits,
-        last_heard: Instant::now(),
-        ping_sent: false,
         closed: false,
         peer_closed: false,
     };
     let mut out = Vec::new();
+    handle.heard(Instant::now());
     conn.feed(&leftover, &mut handler, &mut out);
     drop(leftover);
     loop {
         if handle.is_closing() {
             conn.close(&mut out, close::GOING_AWAY, "server shutting down");
+        } else if handle.is_idle() {
+            conn.close(&mut out, close::IDLE_TIMEOUT, "idle timeout");
+        } else if handle.take_ping_due() {
+            ws::write_ping(&mut out, b"");
         }
         if !out.is_empty() {
             // A new Vec each time: an idle connection keeps no write buffer.
-            let (res, _) = stream.write_all(std::mem::take(&mut out)).await;
+            // Boxed: the write future (240 bytes) lives only while writing,
+            // not in every idle connection's task.
+            let (res, _) = Box::pin(stream.write_all(std::mem::take(&mut out))).await;
             if res.is_err() {
                 return;
             }
@@ -198,24 +186,21 @@ pub(crate) async fn run(
         if conn.closed {
             // Our close frame is out: half-close so the client sees the end,
             // then wait briefly for its side.
-            let _ = stream.shutdown().await;
-            linger(&stream).await;
+            let _ = Box::pin(stream.shutdown()).await;
+            Box::pin(linger(&stream)).await;
             return;
         }
-        let wait = conn.heartbeat(shard, &mut out);
-        if !out.is_empty() {
-            continue;
-        }
+        // Only these two futures live in an idle connection's task; the
+        // shard's heartbeat sweep stands in for a per-connection timer.
         monoio::select! {
             ready = stream.readable(false) => {
                 if ready.is_err()
-                    || conn.read_available(&stream, shard, &mut handler, &mut out).is_err()
+                    || conn.read_available(&stream, shard, handle, &mut handler, &mut out).is_err()
                 {
                     return;
                 }
             }
             () = handle.notified() => {}
-            () = monoio::time::sleep(wait) => {}
         }
     }
 }
