@@ -561,6 +561,7 @@ impl CatchUp {
 
 #[cfg(test)]
 mod tests {
+    use crate::sim_rng::Rng;
     use std::collections::BTreeSet;
     use std::ops::RangeInclusive;
 
@@ -968,28 +969,6 @@ mod tests {
     }
 
     // ---- Simulation --------------------------------------------------------
-
-    /// A tiny deterministic PRNG (splitmix64) so failures print a seed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            protocol::ids::mix64(self.0)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            usize::try_from(self.next() % n as u64).unwrap()
-        }
-
-        fn upto(&mut self, n: u64) -> u64 {
-            self.next() % (n + 1)
-        }
-
-        fn one_in(&mut self, n: usize) -> bool {
-            self.below(n) == 0
-        }
-    }
 
     #[derive(Debug)]
     enum Load {

@@ -38,6 +38,8 @@ mod accept;
 mod conn;
 mod dev;
 mod shard;
+#[cfg(test)]
+mod sim_rng;
 mod sys;
 mod websocket;
 

@@ -9,6 +9,7 @@ use protocol::{ConvKind, Role};
 use storage::Conversation;
 
 use super::*;
+use crate::sim_rng::Rng;
 
 const CONV: ConvId = ConvId(7);
 
@@ -55,20 +56,6 @@ fn loaded(members: &[u64], last: u64) -> Loaded {
             })
             .collect(),
         last_seq: Seq(last),
-    }
-}
-
-/// A tiny deterministic PRNG (splitmix64) so failures print a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        protocol::ids::mix64(self.0)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n as u64).unwrap()
     }
 }
 
