@@ -16,6 +16,8 @@
 //! - [`conv`]: the conversation owner, sans-IO: membership check, dedupe of
 //!   resends, seq assignment in arrival order, ack and fan-out after the write
 //!   is durable; storage work paid for with bounded credit.
+//! - [`handoff`]: moving an accepted connection to its user's home shard (a
+//!   `dup` of the socket plus the bytes read after the request head).
 //! - [`store_io`]: the bridge that keeps storage work off the shards: write
 //!   completions and read results come back through a bounded [`store_io::Inbox`].
 //! - `sys/`: the crate's only `unsafe` (a non-blocking `recv`).
@@ -28,6 +30,7 @@ pub mod catchup;
 pub mod config;
 pub mod conv;
 pub mod error;
+pub mod handoff;
 pub mod http;
 pub mod server;
 pub mod shutdown;

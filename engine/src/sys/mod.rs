@@ -21,3 +21,18 @@ pub fn recv_now(stream: &impl AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
         Err(e) => Err(e.into()),
     }
 }
+
+/// A second descriptor for the stream's socket, as a std stream that can be
+/// sent to another shard's thread (see `handoff`). The socket stays open
+/// until both descriptors are closed, so the caller simply drops `stream`.
+/// `dup` rather than monoio's `into_raw_fd`, which panics while any
+/// operation still holds the descriptor.
+pub fn dup_stream(stream: &impl AsRawFd) -> io::Result<std::net::TcpStream> {
+    #[expect(unsafe_code, reason = "borrowing the stream's fd for one dup call")]
+    // SAFETY: as in `recv_now`: the borrowed stream owns an open fd for the
+    // whole call.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    // `dup` sets close-on-exec on the new descriptor.
+    let owned = rustix::io::fcntl_dupfd_cloexec(fd, 0)?;
+    Ok(std::net::TcpStream::from(owned))
+}
