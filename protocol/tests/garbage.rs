@@ -383,13 +383,7 @@ proptest! {
         binary in any::<bool>(),
         mutations in vec(mutation(), 1..4),
     ) {
-        let samples = client_samples();
-        let encoding = if binary { Encoding::Binary } else { Encoding::Json };
-        let mut bytes = encode(encoding, pick.get(&samples));
-        for m in &mutations {
-            mutate(&mut bytes, m);
-        }
-        check_all(&bytes)?;
+        check_all(&mutated(&client_samples(), pick, binary, &mutations))?;
     }
 
     #[test]
@@ -398,14 +392,27 @@ proptest! {
         binary in any::<bool>(),
         mutations in vec(mutation(), 1..4),
     ) {
-        let samples = server_samples();
-        let encoding = if binary { Encoding::Binary } else { Encoding::Json };
-        let mut bytes = encode(encoding, pick.get(&samples));
-        for m in &mutations {
-            mutate(&mut bytes, m);
-        }
-        check_all(&bytes)?;
+        check_all(&mutated(&server_samples(), pick, binary, &mutations))?;
     }
+}
+
+/// One of `samples`, encoded one way or the other, then mutated.
+fn mutated<T: serde::Serialize>(
+    samples: &[T],
+    pick: prop::sample::Index,
+    binary: bool,
+    mutations: &[Mutation],
+) -> Vec<u8> {
+    let encoding = if binary {
+        Encoding::Binary
+    } else {
+        Encoding::Json
+    };
+    let mut bytes = encode(encoding, pick.get(samples));
+    for m in mutations {
+        mutate(&mut bytes, m);
+    }
+    bytes
 }
 
 #[test]
