@@ -83,7 +83,7 @@
 //!   what was sent: the device confirms with `recv`.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use protocol::{ConvId, ConvKind, ConvSummary, Message, Position, RequestId, Seq};
 
@@ -151,7 +151,7 @@ pub enum Action {
         limit: usize,
     },
     /// Write the message to the device as `msg`.
-    Send(Rc<Message>),
+    Send(Arc<Message>),
     /// Write `synced`.
     Synced {
         rid: RequestId,
@@ -201,7 +201,7 @@ struct Conv {
     /// The highest seq known to exist (list, pages, live deliveries).
     known: Seq,
     /// Live messages with seq > `sent`, not yet sent.
-    buffer: BTreeMap<Seq, Rc<Message>>,
+    buffer: BTreeMap<Seq, Arc<Message>>,
     read: Read,
 }
 
@@ -217,7 +217,7 @@ struct Out {
 }
 
 impl Out {
-    fn send(&mut self, conv: &mut Conv, msg: Rc<Message>) {
+    fn send(&mut self, conv: &mut Conv, msg: Arc<Message>) {
         debug_assert!(msg.seq > conv.sent, "only new messages are sent");
         conv.sent = msg.seq;
         conv.known = conv.known.max(msg.seq);
@@ -255,7 +255,7 @@ impl Out {
     /// Buffers a live message, or on overflow empties the conversation's
     /// buffer: `known` already covers the message, so the conversation reads
     /// again from `sent` and nothing is lost.
-    fn hold(&mut self, conv: &mut Conv, msg: Rc<Message>, buffered_max: usize) {
+    fn hold(&mut self, conv: &mut Conv, msg: Arc<Message>, buffered_max: usize) {
         if conv.buffer.contains_key(&msg.seq) {
             return;
         }
@@ -446,7 +446,7 @@ impl CatchUp {
         for m in msgs {
             debug_assert_eq!(m.conv, id, "a page holds one conversation");
             if m.conv == id && m.seq > conv.sent {
-                self.out.send(conv, Rc::new(m));
+                self.out.send(conv, Arc::new(m));
             }
         }
         self.out.drop_stale(conv);
@@ -469,7 +469,7 @@ impl CatchUp {
     }
 
     /// A live message for this device arrived (committed already).
-    pub fn on_live(&mut self, msg: Rc<Message>) {
+    pub fn on_live(&mut self, msg: Arc<Message>) {
         let (id, seq) = (msg.conv, msg.seq);
         if seq == Seq::ZERO {
             debug_assert!(false, "no message has seq 0");
@@ -590,8 +590,8 @@ mod tests {
         seqs.map(|s| msg(conv, s)).collect()
     }
 
-    fn live(conv: ConvId, seq: u64) -> Rc<Message> {
-        Rc::new(msg(conv, seq))
+    fn live(conv: ConvId, seq: u64) -> Arc<Message> {
+        Arc::new(msg(conv, seq))
     }
 
     fn sends(conv: ConvId, seqs: RangeInclusive<u64>) -> Vec<Action> {
@@ -1214,7 +1214,7 @@ mod tests {
                 self.cov.before_list += 1;
             }
             let full_before = self.m.buffered() == self.limits.buffered_max;
-            self.m.on_live(Rc::new(m));
+            self.m.on_live(Arc::new(m));
             if full_before && self.m.buffered() < self.limits.buffered_max {
                 self.cov.overflows += 1;
             }

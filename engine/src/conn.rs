@@ -8,8 +8,13 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use protocol::limits::HANDSHAKE_BYTES_MAX;
 
+use protocol::token::Claims;
+use protocol::{Encoding, close};
+
+use crate::chat::{self, ShardMsg};
+use crate::handoff;
 use crate::http::{self, Handshake, Request, RequestError, Status};
-use crate::shard::Shard;
+use crate::shard::{ConnGuard, Shard};
 use crate::websocket::{self, Echo};
 
 /// Bytes read at a time during the HTTP phase.
@@ -23,6 +28,13 @@ enum Route {
     Echo {
         response: Vec<u8>,
         leftover: Vec<u8>,
+    },
+    /// Upgrade to a chat session of the authenticated device.
+    Chat {
+        response: Vec<u8>,
+        leftover: Vec<u8>,
+        claims: Claims,
+        encoding: Encoding,
     },
 }
 
@@ -71,7 +83,63 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, shard: Rc<Sha
                 websocket::run(stream, leftover, &shard, &guard.handle, &Echo::LIMITS, Echo).await;
             }
         }
+        Route::Chat {
+            response,
+            leftover,
+            claims,
+            encoding,
+        } => {
+            let (res, _) = Box::pin(stream.write_all(response)).await;
+            if res.is_ok() {
+                Box::pin(start_chat(shard, stream, leftover, guard, claims, encoding)).await;
+            }
+        }
     }
+}
+
+/// Runs the session here if this is the user's home shard, else hands the
+/// connection to the home shard.
+async fn start_chat(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    leftover: Vec<u8>,
+    guard: ConnGuard,
+    claims: Claims,
+    encoding: Encoding,
+) {
+    let home = shard.chat.home_of(claims.user);
+    if home == shard.id {
+        chat::run_session(shard, stream, leftover, guard, claims, encoding).await;
+        return;
+    }
+    let handoff = match handoff::detach(&stream, leftover) {
+        Ok(conn) => chat::Handoff {
+            conn,
+            claims,
+            encoding,
+        },
+        Err(e) => {
+            tracing::warn!(cause = %e, "cannot detach a connection for handoff");
+            return;
+        }
+    };
+    let sent = shard.chat.route(home, ShardMsg::Handoff(Box::new(handoff)));
+    if let Err(msg) = sent {
+        // The detached copy closes with `msg`; answer on this one.
+        drop(msg);
+        let mut out = Vec::new();
+        crate::ws::write_close(&mut out, close::TRY_AGAIN_LATER, "server busy");
+        let _ = stream.write_all(out).await;
+        return;
+    }
+    shard.chat.flush();
+    tracing::debug!(
+        user = claims.user.0,
+        device = claims.device.0,
+        to_shard = home,
+        "handed off to the home shard"
+    );
+    drop(guard);
 }
 
 /// Reads until a whole request (head plus body) is buffered, then routes it.
@@ -132,9 +200,40 @@ fn route(req: &Request<'_>, buf: &[u8], shard: &Shard) -> Route {
             }
             Err(e) => Route::Respond(error_response(e)),
         },
-        (_, "/healthz" | "/readyz") => respond(Status::MethodNotAllowed, "use GET\n"),
+        ("GET", "/ws") => match upgrade_chat(req, buf, shard) {
+            Ok(route) => route,
+            Err(e) => Route::Respond(error_response(e)),
+        },
+        (_, "/healthz" | "/readyz" | "/ws") => respond(Status::MethodNotAllowed, "use GET\n"),
         _ => respond(Status::NotFound, "not found\n"),
     }
+}
+
+/// Validates a chat upgrade: the WebSocket handshake, the `encoding`
+/// parameter and the token (bad, expired or for the reserved device 0: 401).
+fn upgrade_chat(req: &Request<'_>, buf: &[u8], shard: &Shard) -> Result<Route, RequestError> {
+    let hs = Handshake::validate(req)?;
+    let encoding = match req.query("encoding")?.as_deref() {
+        None | Some("json") => Encoding::Json,
+        Some("binary") => Encoding::Binary,
+        Some(_) => return Err(RequestError::BadQuery),
+    };
+    let token = req.auth_token()?.ok_or(RequestError::Unauthorized)?;
+    let claims = shard.tokens.verify(&token, unix_now()).map_err(|e| {
+        tracing::debug!(cause = %e, "token refused");
+        RequestError::Unauthorized
+    })?;
+    if claims.device.0 == 0 {
+        return Err(RequestError::Unauthorized);
+    }
+    let mut response = Vec::new();
+    hs.write_response(&mut response, None);
+    Ok(Route::Chat {
+        response,
+        leftover: buf[req.head_len()..].to_vec(),
+        claims,
+        encoding,
+    })
 }
 
 /// Seconds since the Unix epoch, for token issue and expiry.

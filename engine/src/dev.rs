@@ -73,6 +73,15 @@ pub fn token_endpoint(key: &TokenKey, body: &[u8], now: u64, out: &mut Vec<u8>) 
         );
         return;
     };
+    if req.device.0 == 0 {
+        // Reserved: the server keeps per-user state under device 0.
+        http::write_json(
+            out,
+            Status::BadRequest,
+            br#"{"error":"device ids start at 1"}"#,
+        );
+        return;
+    }
     let expires = now + DEV_TOKEN_TTL.as_secs();
     let claims = Claims {
         user: req.user,
@@ -112,7 +121,13 @@ mod tests {
 
     #[test]
     fn token_endpoint_refuses_bad_bodies() {
-        for body in [&b""[..], b"{}", br#"{"user":"x","device":"1"}"#, b"\xff"] {
+        for body in [
+            &b""[..],
+            b"{}",
+            br#"{"user":"x","device":"1"}"#,
+            br#"{"user":"1","device":"0"}"#,
+            b"\xff",
+        ] {
             let mut out = Vec::new();
             token_endpoint(&key(), body, 0, &mut out);
             assert!(out.starts_with(b"HTTP/1.1 400"), "{body:?}");

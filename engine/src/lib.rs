@@ -1,11 +1,15 @@
-//! The Switchboard engine: the `switchboard` server (in progress).
+//! The Switchboard engine: the `switchboard` server.
 //!
 //! Built so far:
 //! - [`server`]: start and stop; one `SO_REUSEPORT` listener and one pinned
 //!   monoio (`io_uring`) runtime per shard (`shard.rs`, `accept.rs`).
 //! - `conn.rs`: a connection's HTTP phase, bounded in size and time:
-//!   `/healthz`, `/readyz`, and in `--dev` mode the token endpoint
-//!   (`dev.rs`) and the echo WebSocket for the conformance suite.
+//!   `/healthz`, `/readyz`, the chat upgrade `/ws` (token check, then the
+//!   session here or a handoff to the user's home shard), and in `--dev`
+//!   mode the token endpoint (`dev.rs`) and the echo WebSocket for the
+//!   conformance suite.
+//! - `chat/`: sessions, the per-shard hub that routes between shards, and
+//!   the loop that drives conversation owners and catch-ups.
 //! - `websocket.rs`: an upgraded connection's loop: readiness waits with no
 //!   per-connection read buffer, heartbeats, idle timeout, close handshake.
 //! - [`http`] and [`ws`]: the sans-IO HTTP/1.1 and RFC 6455 codec.
@@ -22,9 +26,8 @@
 //!   completions and read results come back through a bounded [`store_io::Inbox`].
 //! - `sys/`: the crate's only `unsafe` (a non-blocking `recv`).
 //!
-//! Not yet wired: chat sessions (`/ws`) driving `conv` and `catchup` over the
-//! router and `store_io`; presence, typing, receipts, metrics. No
-//! permessage-deflate, keep-alive or TLS.
+//! Not yet: groups, push, metrics. No permessage-deflate, keep-alive or TLS
+//! (terminate TLS in front).
 
 pub mod catchup;
 pub mod config;
@@ -38,6 +41,7 @@ pub mod store_io;
 pub mod ws;
 
 mod accept;
+mod chat;
 mod conn;
 mod dev;
 mod shard;

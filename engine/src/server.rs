@@ -9,9 +9,14 @@ use protocol::token::TokenKey;
 use socket2::{Domain, Protocol, Socket, Type};
 use storage::Store;
 
+use crate::chat::{self, HubInit, StoreEvent};
 use crate::config::{Config, ConfigError};
 use crate::shard::{self, ShardInit};
 use crate::shutdown::Shutdown;
+use crate::store_io::ReadPool;
+
+/// Threads that run blocking storage reads for the shards.
+const STORAGE_READERS: usize = 2;
 
 /// Pending connections the kernel queues per listener before accept.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -44,6 +49,7 @@ pub struct Server {
     shutdown: Arc<Shutdown>,
     threads: Vec<JoinHandle<()>>,
     store: Store,
+    reads: ReadPool<StoreEvent>,
 }
 
 impl Server {
@@ -57,12 +63,19 @@ impl Server {
         };
         let tokens =
             TokenKey::new(secret.as_bytes()).map_err(|e| StartError::Secret(e.to_string()))?;
-        let store_config = storage::Config::new(&config.data_dir).durability(config.durability);
+        let shards = config.shard_count();
+        // Every storage operation a shard can have in flight fits in the
+        // store's queues, so a shard's submission is never refused as full.
+        let in_flight_max = usize::from(shards) * chat::INBOX_CAPACITY;
+        let mut store_config = storage::Config::new(&config.data_dir).durability(config.durability);
+        store_config.write_queue_depth = store_config.write_queue_depth.max(in_flight_max);
         let store = Store::open(store_config).map_err(|source| StartError::Store {
             path: config.data_dir.clone(),
             source,
         })?;
-        let shards = config.shard_count();
+        let reads =
+            ReadPool::start(&store, STORAGE_READERS, in_flight_max).map_err(StartError::Spawn)?;
+        let mut links = router::mesh(shards, config.router_queue_depth).into_iter();
         let listeners = bind(config.listen, shards)?;
         let addr = listeners[0]
             .local_addr()
@@ -74,11 +87,17 @@ impl Server {
         let config = Arc::new(config);
         let mut threads = Vec::new();
         for (id, listener) in (0..shards).zip(listeners) {
+            let link = links.next().expect("the mesh has a link per shard");
             let shard = ShardInit {
                 id,
                 config: config.clone(),
                 tokens: tokens.clone(),
                 shutdown: shutdown.clone(),
+                chat: HubInit {
+                    link,
+                    store: store.clone(),
+                    reads: reads.handle(),
+                },
             };
             let thread = std::thread::Builder::new()
                 .name(format!("shard-{id}"))
@@ -98,6 +117,7 @@ impl Server {
             shutdown,
             threads,
             store,
+            reads,
         })
     }
 
@@ -119,6 +139,7 @@ impl Server {
                 tracing::error!("a shard thread panicked");
             }
         }
+        drop(self.reads);
         if let Err(e) = self.store.flush() {
             tracing::warn!(cause = %e, "final store flush failed; the journal will be replayed");
         }

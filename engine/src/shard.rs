@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use protocol::token::TokenKey;
 use slab::Slab;
 
+use crate::chat::{Hub, HubInit};
 use crate::config::Config;
 use crate::shutdown::Shutdown;
 
@@ -19,6 +20,7 @@ pub(crate) struct ShardInit {
     pub config: Arc<Config>,
     pub tokens: TokenKey,
     pub shutdown: Arc<Shutdown>,
+    pub chat: HubInit,
 }
 
 /// Everything a shard's tasks share. Lives on the shard's thread only.
@@ -33,6 +35,8 @@ pub(crate) struct Shard {
     pub scratch: RefCell<Vec<u8>>,
     /// Open connections, for the connection limit and shutdown.
     pub conns: RefCell<Slab<Rc<ConnHandle>>>,
+    /// Chat sessions homed here and conversations owned here.
+    pub chat: Hub,
 }
 
 /// What other tasks on the shard can do to a connection: ask it to close,
@@ -49,6 +53,10 @@ pub(crate) struct ConnHandle {
     pinged: Cell<bool>,
     ping_due: Cell<bool>,
     idle: Cell<bool>,
+    /// When the connection's token expires (seconds since the Unix epoch;
+    /// 0: never), checked by the sweep.
+    expires: Cell<u64>,
+    expired: Cell<bool>,
 }
 
 impl Default for ConnHandle {
@@ -61,6 +69,8 @@ impl Default for ConnHandle {
             pinged: Cell::new(false),
             ping_due: Cell::new(false),
             idle: Cell::new(false),
+            expires: Cell::new(0),
+            expired: Cell::new(false),
         }
     }
 }
@@ -100,11 +110,28 @@ impl ConnHandle {
         self.idle.get()
     }
 
-    /// The heartbeat check of one connection at `now`.
-    fn sweep(&self, now: Instant, interval: Duration, idle_timeout: Duration) {
+    /// Closes the connection with 4001 once `unix_secs` (its token's expiry)
+    /// has come.
+    pub fn expire_at(&self, unix_secs: u64) {
+        self.expires.set(unix_secs);
+    }
+
+    /// Whether the sweep found the connection's token expired.
+    pub fn is_expired(&self) -> bool {
+        self.expired.get()
+    }
+
+    /// The heartbeat check of one connection at `now` (`unix` in seconds).
+    fn sweep(&self, now: Instant, unix: u64, interval: Duration, idle_timeout: Duration) {
         let Some(heard) = self.last_heard.get() else {
             return;
         };
+        let expires = self.expires.get();
+        if expires != 0 && unix >= expires && !self.expired.get() {
+            self.expired.set(true);
+            self.notify();
+            return;
+        }
         let quiet = now.saturating_duration_since(heard);
         if quiet >= idle_timeout {
             self.idle.set(true);
@@ -116,7 +143,8 @@ impl ConnHandle {
         }
     }
 
-    fn notify(&self) {
+    /// Wakes the connection's task (it has frames to write or must close).
+    pub fn notify(&self) {
         self.notified.set(true);
         if let Some(w) = self.waker.take() {
             w.wake();
@@ -176,9 +204,9 @@ impl Shard {
         let period = (interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         while !self.shutdown.is_requested() {
             monoio::time::sleep(period).await;
-            let now = Instant::now();
+            let (now, unix) = (Instant::now(), crate::conn::unix_now());
             for (_, c) in self.conns.borrow().iter() {
-                c.sweep(now, interval, idle);
+                c.sweep(now, unix, interval, idle);
             }
         }
     }
@@ -213,6 +241,7 @@ impl Shard {
             shutdown: init.shutdown,
             scratch: RefCell::new(vec![0; read_bytes]),
             conns: RefCell::new(Slab::new()),
+            chat: Hub::new(init.chat),
         }
     }
 }
@@ -233,6 +262,7 @@ pub(crate) fn run(init: ShardInit, listener: std::net::TcpListener) -> std::io::
         let listener = monoio::net::TcpListener::from_std(listener)?;
         let shard = Rc::new(shard);
         monoio::spawn(shard.clone().heartbeat_sweep());
+        monoio::spawn(crate::chat::pump(shard.clone()));
         crate::accept::accept_loop(&shard, &listener).await;
         drop(listener);
         shard.drain().await;

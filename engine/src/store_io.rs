@@ -55,18 +55,22 @@ impl<E> Inbox<E> {
 
     /// Waits until an event is waiting.
     pub async fn ready(&self) {
-        std::future::poll_fn(|cx| {
-            if !self.queue.is_empty() {
-                return Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            if self.queue.is_empty() {
-                Poll::Pending
-            } else {
-                Poll::Ready(())
-            }
-        })
-        .await;
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await;
+    }
+
+    /// Ready when an event is waiting; otherwise registers the task to be
+    /// woken by the next push.
+    pub fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if !self.queue.is_empty() {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A push may have landed between the check and the registration.
+        if self.queue.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     }
 }
 
@@ -128,9 +132,14 @@ impl<E: From<Completion> + Send> CompletionSink for InboxSink<E> {
 
 type Job<E> = Box<dyn FnOnce(&Store) -> E + Send>;
 
-struct ReadJob<E> {
-    inbox: Arc<Inbox<E>>,
-    job: Job<E>,
+enum ReadJob<E> {
+    Run {
+        inbox: Arc<Inbox<E>>,
+        job: Job<E>,
+    },
+    /// Ends one reader thread (the pool is dropping while shards may still
+    /// hold handles).
+    Stop,
 }
 
 /// Threads that run blocking reads for the shards.
@@ -182,7 +191,12 @@ impl<E> std::fmt::Debug for ReadPool<E> {
 
 impl<E> Drop for ReadPool<E> {
     fn drop(&mut self) {
-        drop(self.tx.take());
+        if let Some(tx) = self.tx.take() {
+            for _ in &self.threads {
+                // Queued reads run first; a reader that is gone needs no stop.
+                let _ = tx.send(ReadJob::Stop);
+            }
+        }
         for t in self.threads.drain(..) {
             if t.join().is_err() {
                 tracing::error!("a storage reader thread panicked");
@@ -192,7 +206,7 @@ impl<E> Drop for ReadPool<E> {
 }
 
 fn read_loop<E>(store: &Store, rx: &Receiver<ReadJob<E>>) {
-    while let Ok(ReadJob { inbox, job }) = rx.recv() {
+    while let Ok(ReadJob::Run { inbox, job }) = rx.recv() {
         inbox.push(job(store));
         inbox.wake();
     }
@@ -231,7 +245,7 @@ impl<E> ReadHandle<E> {
         inbox: &Arc<Inbox<E>>,
         job: impl FnOnce(&Store) -> E + Send + 'static,
     ) -> Result<(), ReadRefused> {
-        let job = ReadJob {
+        let job = ReadJob::Run {
             inbox: inbox.clone(),
             job: Box::new(job),
         };

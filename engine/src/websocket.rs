@@ -33,6 +33,15 @@ pub(crate) trait Handler {
     /// Handles one message; appends any reply frames to `out`. An `Err` is a
     /// close code and reason to end the connection with.
     fn on_message(&mut self, data: Data, out: &mut Vec<u8>) -> Result<(), (u16, &'static str)>;
+
+    /// Called before every write and wait: appends frames queued by other
+    /// tasks to `out`. An `Err` closes the connection with that code.
+    fn poll_out(&mut self, _out: &mut Vec<u8>) -> Result<(), (u16, &'static str)> {
+        Ok(())
+    }
+
+    /// Everything `poll_out` handed over has been written to the socket.
+    fn on_written(&mut self) {}
 }
 
 /// The dev echo endpoint (`/v1/dev/echo`), for the conformance suite.
@@ -168,8 +177,15 @@ pub(crate) async fn run(
             conn.close(&mut out, close::GOING_AWAY, "server shutting down");
         } else if handle.is_idle() {
             conn.close(&mut out, close::IDLE_TIMEOUT, "idle timeout");
+        } else if handle.is_expired() {
+            conn.close(&mut out, close::TOKEN_EXPIRED, "token expired");
         } else if handle.take_ping_due() {
             ws::write_ping(&mut out, b"");
+        }
+        if !conn.closed
+            && let Err((code, reason)) = handler.poll_out(&mut out)
+        {
+            conn.close(&mut out, code, reason);
         }
         if !out.is_empty() {
             // A new Vec each time: an idle connection keeps no write buffer.
@@ -179,6 +195,7 @@ pub(crate) async fn run(
             if res.is_err() {
                 return;
             }
+            handler.on_written();
         }
         if conn.peer_closed {
             return;

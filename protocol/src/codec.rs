@@ -40,18 +40,25 @@ impl Encoding {
 
     /// Decodes and validates one client message.
     pub fn decode_client(self, bytes: &[u8]) -> Result<ClientMsg, DecodeError> {
+        let msg = self.decode_client_unvalidated(bytes)?;
+        msg.validate()?;
+        Ok(msg)
+    }
+
+    /// Decodes one client message (bounded in size) without checking its
+    /// fields' limits, so a server can name the request (`rid`, `cmid`) in
+    /// its error; call [`ClientMsg::validate`] before acting on it.
+    pub fn decode_client_unvalidated(self, bytes: &[u8]) -> Result<ClientMsg, DecodeError> {
         if bytes.len() > CLIENT_MESSAGE_BYTES_MAX {
             return Err(DecodeError::TooLarge {
                 len: bytes.len(),
                 max: CLIENT_MESSAGE_BYTES_MAX,
             });
         }
-        let msg: ClientMsg = match self {
-            Encoding::Json => decode_json(bytes)?,
-            Encoding::Binary => decode_binary(bytes)?,
-        };
-        msg.validate()?;
-        Ok(msg)
+        match self {
+            Encoding::Json => decode_json(bytes),
+            Encoding::Binary => decode_binary(bytes),
+        }
     }
 
     /// Decodes one server message (clients use this; no size bound applies).

@@ -1,25 +1,42 @@
 //! The conversation owner, sans-IO: what a shard does for the conversations
-//! it owns (`router::shard_of_conv`). It checks membership, dedupes resends
-//! by `(sender device, client_msg_id)`, assigns `seq = last + 1` in arrival
-//! order, asks for the write, and once the write is durable acks the sender
-//! and fans the message out. It does no I/O: inputs are method calls, outputs
-//! are [`Action`]s the shard carries out (storage reads and writes, router
-//! messages), and their results come back as more inputs.
+//! it owns (`router::shard_of_conv`). It keeps each touched conversation's
+//! metadata and members, and:
+//! - **appends**: checks existence (`not_found`) and membership
+//!   (`forbidden`), dedupes resends by `(sender device, client_msg_id)`,
+//!   assigns `seq = last + 1` in arrival order, asks for the write, and once
+//!   the write is durable acks the sender and fans the message out;
+//! - **direct opens**: answers with the conversation, creating a direct
+//!   conversation on its first open (one create, however many opens race it);
+//! - **signals** (`recv`, `read`, `typing`): checks membership, clamps and
+//!   dedupes cursors, asks for cursor writes and relays receipts and typing
+//!   to the other members.
+//!
+//! It does no I/O: inputs are method calls, outputs are [`Action`]s the shard
+//! carries out (storage reads and writes, router messages), and their results
+//! come back as more inputs. Everything in an [`Action`] is `Send`: the
+//! shard hands messages and member lists to other shards' threads.
 //!
 //! Ordering: appends to one conversation are processed strictly in arrival
 //! order. Each waits for its dedupe lookup (reads may complete in any order),
 //! but seqs are assigned only at the head of the queue, so per-sender send
-//! order is the seq order.
+//! order is the seq order. Opens and signals wait only for the load (and
+//! opens for a create in flight); they do not queue behind appends.
+//!
+//! What it is not: it does not evict conversations, read history, or keep
+//! cursors beyond the monotonic check (the store holds them); it does not
+//! know which devices are connected (the shard expands `Deliver` and
+//! `Relay`).
 
 use std::collections::{HashMap, VecDeque};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use protocol::{
-    ClientMsgId, Content, ConvId, DeviceId, ErrorCode, Message, MsgId, Seq, UnixMillis, UserId,
+    ClientMsgId, Content, ConvId, ConvInfo, ConvKind, DeviceId, ErrorCode, Member, Message, MsgId,
+    ReceiptKind, RequestId, Role, Seq, ServerMsg, UnixMillis, UserId,
 };
 use storage::{Conversation, Membership, SendOutcome};
 
-/// Who sent an append, and where to answer.
+/// Who sent an append or a signal, and where to answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sender {
     pub user: UserId,
@@ -30,13 +47,21 @@ pub struct Sender {
     pub conn: u64,
 }
 
+/// Where to answer a request (`rid`) made on connection `conn` of shard `shard`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub shard: u16,
+    pub conn: u64,
+    pub rid: RequestId,
+}
+
 /// One `send` from a client, as the conversation owner receives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Append {
     pub conv: ConvId,
     pub sender: Sender,
     pub cmid: ClientMsgId,
-    pub body: Rc<str>,
+    pub body: Arc<str>,
 }
 
 /// A dedupe key: the sending device and its client message id.
@@ -44,6 +69,17 @@ type SendKey = (UserId, DeviceId, ClientMsgId);
 
 fn key(a: &Append) -> SendKey {
     (a.sender.user, a.sender.device, a.cmid)
+}
+
+/// A `recv`, `read` or `typing` from a device, as the owner receives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// The device holds every message up to this seq.
+    Recv(Seq),
+    /// The user has read every message up to this seq.
+    Read(Seq),
+    /// The user started (`true`) or stopped (`false`) typing.
+    Typing(bool),
 }
 
 /// What the shard must do.
@@ -61,7 +97,10 @@ pub enum Action {
     },
     /// Commit the message (with its dedupe record) and call
     /// [`Owner::on_written`] when the write completes.
-    Write { msg: Rc<Message>, cmid: ClientMsgId },
+    Write {
+        msg: Arc<Message>,
+        cmid: ClientMsgId,
+    },
     /// Tell the sender its message is durable at `outcome`.
     Ack {
         to: Sender,
@@ -77,8 +116,43 @@ pub enum Action {
     /// Deliver the message to every member's devices (the sender's other
     /// devices too); the shard groups `members` by home shard.
     Deliver {
-        msg: Rc<Message>,
-        members: Rc<[UserId]>,
+        msg: Arc<Message>,
+        members: Arc<[UserId]>,
+    },
+    /// Create the conversation: commit `Op::PutConv` and one `Op::PutMember`
+    /// per member in one atomic write, and call [`Owner::on_created`] when it
+    /// completes.
+    Create {
+        meta: Conversation,
+        members: Vec<(UserId, Membership)>,
+    },
+    /// Answer the request with the conversation (`conv`).
+    Info { to: Reply, info: ConvInfo },
+    /// Answer the request with an error.
+    Fail { to: Reply, code: ErrorCode },
+    /// Persist a cursor (the shard may batch these). For `Read` the device is
+    /// the one that sent it; the shard decides where the user's read cursor
+    /// lives.
+    Cursor {
+        user: UserId,
+        device: DeviceId,
+        conv: ConvId,
+        kind: ReceiptKind,
+        seq: Seq,
+    },
+    /// Send `msg` to every connected device of every member but `except`
+    /// (the user whose signal it is).
+    Relay {
+        members: Arc<[UserId]>,
+        except: UserId,
+        msg: ServerMsg,
+    },
+    /// Tell the signal's sender it was refused: `forbidden` (not a member)
+    /// or `not_found` (no such conversation).
+    SignalRefused {
+        to: Sender,
+        conv: ConvId,
+        code: ErrorCode,
     },
 }
 
@@ -94,11 +168,19 @@ pub struct Loaded {
 #[derive(Clone, Copy, Debug)]
 pub struct OwnerLimits {
     /// Appends queued in one conversation (waiting for load, lookup or their
-    /// turn). Past it, new appends are refused with `overloaded`.
+    /// turn), and separately opens waiting for its load or create. Past it,
+    /// a new append or open is refused with `overloaded`.
     pub queue_max: usize,
     /// Recent send outcomes remembered per conversation, answering resends
     /// without a storage lookup.
     pub recent_max: usize,
+    /// Signals waiting for one conversation's load (48 bytes each: 12 KiB
+    /// per loading conversation by default). Past it, a new signal is
+    /// dropped and counted ([`Owner::signals_dropped`]): signals are best
+    /// effort. A lost `recv` or `read` only means a redelivery (the device
+    /// gets those messages again at its next sync) and a late receipt; a lost
+    /// `typing` expires on the clients.
+    pub signals_max: usize,
 }
 
 impl Default for OwnerLimits {
@@ -106,8 +188,18 @@ impl Default for OwnerLimits {
         OwnerLimits {
             queue_max: 4096,
             recent_max: 256,
+            signals_max: 256,
         }
     }
+}
+
+/// How far a conversation's load has got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+enum Load {
+    #[default]
+    NotSent,
+    Sent,
+    Done,
 }
 
 /// How far a queued append's dedupe lookup has got.
@@ -126,18 +218,89 @@ struct Queued {
     lookup: Lookup,
 }
 
+/// A `direct_open` waiting for the load or the create.
+#[derive(Clone, Copy, Debug)]
+struct Open {
+    requester: UserId,
+    /// The two users, lower id first.
+    pair: (UserId, UserId),
+    reply: Reply,
+    now: UnixMillis,
+}
+
+/// An existing conversation's metadata and members.
+#[derive(Debug)]
+struct Meta {
+    kind: ConvKind,
+    title: String,
+    /// The two users of a direct conversation, lower id first.
+    participants: Option<(UserId, UserId)>,
+    /// Members with role and joined seq, as `conv` replies list them.
+    members: Vec<Member>,
+    /// The same users, shared by every `Deliver` and `Relay`.
+    fanout: Arc<[UserId]>,
+}
+
+impl Meta {
+    fn new(meta: Conversation, members: &[(UserId, Membership)]) -> Meta {
+        Meta {
+            kind: meta.kind,
+            title: meta.title,
+            participants: meta.participants,
+            members: members
+                .iter()
+                .map(|&(user, m)| Member {
+                    user,
+                    role: m.role,
+                    joined: m.joined,
+                })
+                .collect(),
+            fanout: members.iter().map(|(user, _)| *user).collect(),
+        }
+    }
+
+    fn is_member(&self, user: UserId) -> bool {
+        self.fanout.contains(&user)
+    }
+
+    fn info(&self, conv: ConvId, last_seq: Seq) -> ConvInfo {
+        ConvInfo {
+            conv,
+            kind: self.kind,
+            title: self.title.clone(),
+            members: self.members.clone(),
+            last_seq,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Conv {
-    members: Rc<[UserId]>,
+    load: Load,
+    /// Set once loaded (or created) if the conversation exists.
+    meta: Option<Meta>,
+    /// The last seq assigned (durable or being written).
     last_seq: Seq,
-    load: Lookup,
+    /// The last durable seq: what `conv` replies report, and the ceiling of
+    /// cursors.
+    durable_seq: Seq,
     queue: VecDeque<Queued>,
     /// Sends written but not yet durable, with resends waiting on them.
     in_flight: HashMap<SendKey, Vec<Sender>>,
     /// Messages written but not yet durable, by seq.
-    writing: HashMap<Seq, (Rc<Message>, Sender, ClientMsgId)>,
+    writing: HashMap<Seq, (Arc<Message>, Sender, ClientMsgId)>,
     /// Recently committed outcomes, oldest first.
     recent: VecDeque<(SendKey, SendOutcome)>,
+    /// Opens waiting for the load or the create.
+    opens: VecDeque<Open>,
+    /// The create in flight, if any.
+    creating: Option<(Conversation, Vec<(UserId, Membership)>)>,
+    /// Signals waiting for the load.
+    signals: VecDeque<(Sender, Signal)>,
+    /// Since the load: the highest `recv` seq per device, and the highest
+    /// `read` seq per user. At most one entry per member device (or member).
+    delivered: HashMap<(UserId, DeviceId), Seq>,
+    read: HashMap<UserId, Seq>,
 }
 
 impl Conv {
@@ -148,16 +311,132 @@ impl Conv {
             .find(|(rk, _)| rk == k)
             .map(|(_, o)| *o)
     }
+
+    fn is_member(&self, user: UserId) -> bool {
+        self.meta.as_ref().is_some_and(|m| m.is_member(user))
+    }
+
+    /// Checks one signal of the loaded conversation `conv` and says what to
+    /// do with it: a `recv` or `read` is clamped to the last durable seq and
+    /// dropped unless it advances the cursor seen since the load.
+    fn signal(&mut self, conv: ConvId, from: Sender, signal: Signal, out: &mut VecDeque<Action>) {
+        let Some(meta) = &self.meta else {
+            let code = ErrorCode::NotFound;
+            out.push_back(Action::SignalRefused {
+                to: from,
+                conv,
+                code,
+            });
+            return;
+        };
+        if !meta.is_member(from.user) {
+            let code = ErrorCode::Forbidden;
+            out.push_back(Action::SignalRefused {
+                to: from,
+                conv,
+                code,
+            });
+            return;
+        }
+        let members = meta.fanout.clone();
+        let user = from.user;
+        let (kind, seq) = match signal {
+            Signal::Typing(active) => {
+                let msg = ServerMsg::Typing { conv, user, active };
+                out.push_back(Action::Relay {
+                    members,
+                    except: user,
+                    msg,
+                });
+                return;
+            }
+            Signal::Recv(seq) => (ReceiptKind::Delivered, seq),
+            Signal::Read(seq) => (ReceiptKind::Read, seq),
+        };
+        let seq = seq.min(self.durable_seq);
+        if seq == Seq::ZERO {
+            return;
+        }
+        let best = match kind {
+            ReceiptKind::Delivered => self.delivered.entry((user, from.device)).or_default(),
+            ReceiptKind::Read => self.read.entry(user).or_default(),
+        };
+        if seq <= *best {
+            return;
+        }
+        *best = seq;
+        let device = from.device;
+        out.push_back(Action::Cursor {
+            user,
+            device,
+            conv,
+            kind,
+            seq,
+        });
+        let msg = ServerMsg::Receipt {
+            conv,
+            user,
+            kind,
+            seq,
+        };
+        out.push_back(Action::Relay {
+            members,
+            except: user,
+            msg,
+        });
+    }
+}
+
+/// The create that a direct conversation's first open asks for.
+fn direct(conv: ConvId, open: Open) -> (Conversation, Vec<(UserId, Membership)>) {
+    let meta = Conversation {
+        id: conv,
+        kind: ConvKind::Direct,
+        title: String::new(),
+        creator: open.requester,
+        created: open.now,
+        members: 2,
+        history_visible: true,
+        participants: Some(open.pair),
+    };
+    let member = Membership {
+        role: Role::Member,
+        joined: Seq::ZERO,
+    };
+    (meta, vec![(open.pair.0, member), (open.pair.1, member)])
+}
+
+/// The answer to an open of an existing conversation. A member whose pair
+/// does not match the conversation's participants hit a `ConvId::direct`
+/// collision: `conflict`.
+fn answer(conv: ConvId, meta: &Meta, last_seq: Seq, open: Open) -> Action {
+    let code = if !meta.is_member(open.requester) {
+        ErrorCode::Forbidden
+    } else if meta.participants != Some(open.pair) {
+        ErrorCode::Conflict
+    } else {
+        let info = meta.info(conv, last_seq);
+        return Action::Info {
+            to: open.reply,
+            info,
+        };
+    };
+    Action::Fail {
+        to: open.reply,
+        code,
+    }
 }
 
 /// Every conversation one shard owns that has been touched.
 ///
 /// Storage operations are paid for with credits: the shard grants as many
-/// as it can have in flight ([`Owner::new`]); each `Load`, `Lookup` and
-/// `Write` action takes one, and each `on_loaded`, `on_lookup` and
-/// `on_written` call gives it back. Without credit, work waits in the
-/// conversation's queue, which is bounded (`queue_max`): the shard never
-/// has more storage work in flight than it granted.
+/// as it can have in flight ([`Owner::new`]); each `Load`, `Lookup`, `Write`
+/// and `Create` action takes one, and each `on_loaded`, `on_lookup`,
+/// `on_written` and `on_created` call gives it back. Without credit, work
+/// waits in the conversation's queues, which are bounded (`queue_max`,
+/// `signals_max`): the shard never has more storage work in flight than it
+/// granted. Signals take no credit: their `Cursor` writes are the shard's
+/// business.
 #[derive(Debug)]
 pub struct Owner {
     convs: HashMap<ConvId, Conv>,
@@ -170,6 +449,7 @@ pub struct Owner {
     /// Conversations with work waiting for credit, in the order they ran out.
     starved: VecDeque<ConvId>,
     actions: VecDeque<Action>,
+    signals_dropped: u64,
 }
 
 impl Owner {
@@ -182,6 +462,7 @@ impl Owner {
             credits,
             starved: VecDeque::new(),
             actions: VecDeque::new(),
+            signals_dropped: 0,
         }
     }
 
@@ -193,6 +474,12 @@ impl Owner {
     /// Conversations held in memory.
     pub fn conv_count(&self) -> usize {
         self.convs.len()
+    }
+
+    /// Signals dropped so far because their conversation's wait queue was
+    /// full (`signals_max`).
+    pub fn signals_dropped(&self) -> u64 {
+        self.signals_dropped
     }
 
     /// A `send` arrived; `now` stamps the message if it is accepted.
@@ -216,16 +503,97 @@ impl Owner {
         self.pump(conv_id);
     }
 
+    /// `requester` opens the direct conversation `conv` (==
+    /// `ConvId::direct(pair.0, pair.1)`, computed by the caller) with the
+    /// other user of `pair`. Answered with `Info`, or `Fail`: `forbidden`
+    /// (not a member), `conflict` (an id collision), `overloaded`,
+    /// `internal` (the create failed) or `bad_request` (both users are the
+    /// same). `now` stamps the conversation if this open creates it.
+    pub fn on_open_direct(
+        &mut self,
+        conv: ConvId,
+        pair: (UserId, UserId),
+        requester: UserId,
+        reply: Reply,
+        now: UnixMillis,
+    ) {
+        assert_eq!(conv, ConvId::direct(pair.0, pair.1), "the caller's id");
+        assert!(
+            requester == pair.0 || requester == pair.1,
+            "the requester is one of the pair"
+        );
+        if pair.0 == pair.1 {
+            let code = ErrorCode::BadRequest;
+            self.actions.push_back(Action::Fail { to: reply, code });
+            return;
+        }
+        let pair = (pair.0.min(pair.1), pair.0.max(pair.1));
+        let c = self.convs.entry(conv).or_default();
+        if c.opens.len() >= self.limits.queue_max {
+            let code = ErrorCode::Overloaded;
+            self.actions.push_back(Action::Fail { to: reply, code });
+            return;
+        }
+        c.opens.push_back(Open {
+            requester,
+            pair,
+            reply,
+            now,
+        });
+        self.pump(conv);
+    }
+
+    /// A signal arrived from `from`. It waits for the conversation's load
+    /// (dropped if `signals_max` are already waiting), then is refused
+    /// (`SignalRefused`), relayed, or for a cursor that advances, written
+    /// and relayed.
+    pub fn on_signal(&mut self, conv: ConvId, from: Sender, signal: Signal) {
+        let c = self.convs.entry(conv).or_default();
+        if c.signals.len() >= self.limits.signals_max {
+            self.signals_dropped += 1;
+            return;
+        }
+        c.signals.push_back((from, signal));
+        self.pump(conv);
+    }
+
     /// The conversation's load finished; `None` means it does not exist.
     pub fn on_loaded(&mut self, conv_id: ConvId, loaded: Option<Loaded>) {
         self.credits += 1;
         if let Some(conv) = self.convs.get_mut(&conv_id) {
-            conv.load = Lookup::Done(None);
+            conv.load = Load::Done;
             if let Some(l) = loaded {
-                conv.members = l.members.iter().map(|(u, _)| *u).collect();
+                assert_eq!(l.meta.id, conv_id, "the load answers its conversation");
+                conv.meta = Some(Meta::new(l.meta, &l.members));
                 conv.last_seq = l.last_seq;
+                conv.durable_seq = l.last_seq;
             }
             self.pump(conv_id);
+        }
+        self.feed_starved();
+    }
+
+    /// The `Create` of `conv` completed (`ok` = durable). On success the
+    /// conversation exists and every waiting open is answered; on failure
+    /// they are refused with `internal` and the conversation still does not
+    /// exist (a later open tries again).
+    pub fn on_created(&mut self, conv: ConvId, ok: bool) {
+        self.credits += 1;
+        if let Some(c) = self.convs.get_mut(&conv)
+            && let Some((meta, members)) = c.creating.take()
+        {
+            if ok {
+                c.meta = Some(Meta::new(meta, &members));
+            } else {
+                for open in c.opens.drain(..) {
+                    let code = ErrorCode::Internal;
+                    self.actions.push_back(Action::Fail {
+                        to: open.reply,
+                        code,
+                    });
+                }
+            }
+            self.pump(conv);
         }
         self.feed_starved();
     }
@@ -281,6 +649,7 @@ impl Owner {
             }
             return;
         }
+        conv.durable_seq = conv.durable_seq.max(seq);
         let outcome = SendOutcome {
             conv: conv_id,
             seq,
@@ -294,9 +663,13 @@ impl Owner {
         for to in everyone {
             self.actions.push_back(Action::Ack { to, cmid, outcome });
         }
+        let meta = conv
+            .meta
+            .as_ref()
+            .expect("a conversation with writes exists");
         self.actions.push_back(Action::Deliver {
             msg,
-            members: conv.members.clone(),
+            members: meta.fanout.clone(),
         });
     }
 
@@ -318,81 +691,149 @@ impl Owner {
         true
     }
 
-    /// Moves one conversation forward as far as credit allows: its load,
-    /// then its lookups, then its head appends in order.
-    fn pump(&mut self, conv_id: ConvId) {
-        if !self.send_reads(conv_id) {
-            self.starve(conv_id);
-            return;
-        }
-        loop {
-            let Some(conv) = self.convs.get_mut(&conv_id) else {
-                return;
-            };
-            let Some(Lookup::Done(stored)) = conv.queue.front().map(|q| q.lookup) else {
-                return;
-            };
-            let k = key(&conv.queue[0].append);
-            if let Some(outcome) = stored.or_else(|| conv.recent(&k)) {
-                let a = conv.queue.pop_front().expect("the front exists").append;
-                self.actions.push_back(Action::Ack {
-                    to: a.sender,
-                    cmid: a.cmid,
-                    outcome,
-                });
-            } else if let Some(waiters) = conv.in_flight.get_mut(&k) {
-                let a = conv.queue.pop_front().expect("the front exists").append;
-                waiters.push(a.sender);
-            } else if !conv.members.contains(&k.0) {
-                let a = conv.queue.pop_front().expect("the front exists").append;
-                let code = ErrorCode::Forbidden;
-                self.actions.push_back(Action::Refuse {
-                    to: a.sender,
-                    cmid: a.cmid,
-                    code,
-                });
-            } else if self.take_credit() {
-                self.write_head(conv_id);
-            } else {
-                self.starve(conv_id);
-                return;
-            }
+    fn starve(&mut self, conv_id: ConvId) {
+        if !self.starved.contains(&conv_id) {
+            self.starved.push_back(conv_id);
         }
     }
 
-    /// Sends the load and any unsent lookups; `false` if credit ran out.
-    fn send_reads(&mut self, conv_id: ConvId) -> bool {
+    /// Moves one conversation forward as far as credit allows: its load,
+    /// then its signals, its opens and its appends.
+    fn pump(&mut self, conv_id: ConvId) {
+        if self.load(conv_id) {
+            self.serve_signals(conv_id);
+            self.serve_opens(conv_id);
+            self.serve_appends(conv_id);
+        }
+    }
+
+    /// Sends the load if it is not sent yet; `true` once it is done.
+    fn load(&mut self, conv_id: ConvId) -> bool {
         let Some(conv) = self.convs.get(&conv_id) else {
-            return true;
+            return false;
         };
         match conv.load {
-            Lookup::Sent => return true,
-            Lookup::NotSent => {
-                if !self.take_credit() {
-                    return false;
+            Load::Done => return true,
+            Load::Sent => {}
+            Load::NotSent => {
+                if self.take_credit() {
+                    let conv = self.convs.get_mut(&conv_id).expect("found above");
+                    conv.load = Load::Sent;
+                    self.actions.push_back(Action::Load(conv_id));
+                } else {
+                    self.starve(conv_id);
                 }
-                let conv = self.convs.get_mut(&conv_id).expect("checked above");
-                conv.load = Lookup::Sent;
-                self.actions.push_back(Action::Load(conv_id));
+            }
+        }
+        false
+    }
+
+    fn serve_signals(&mut self, conv_id: ConvId) {
+        let conv = self.convs.get_mut(&conv_id).expect("a pumped conv exists");
+        while let Some((from, signal)) = conv.signals.pop_front() {
+            conv.signal(conv_id, from, signal, &mut self.actions);
+        }
+    }
+
+    /// Answers the opens waiting for the load or the create, or if the
+    /// conversation does not exist, creates it for them (once).
+    fn serve_opens(&mut self, conv_id: ConvId) {
+        let conv = self.convs.get_mut(&conv_id).expect("a pumped conv exists");
+        if conv.creating.is_some() {
+            return;
+        }
+        let Some(&first) = conv.opens.front() else {
+            return;
+        };
+        if let Some(meta) = &conv.meta {
+            for open in conv.opens.drain(..) {
+                let action = answer(conv_id, meta, conv.durable_seq, open);
+                self.actions.push_back(action);
+            }
+            return;
+        }
+        if !self.take_credit() {
+            self.starve(conv_id);
+            return;
+        }
+        let (meta, members) = direct(conv_id, first);
+        let conv = self.convs.get_mut(&conv_id).expect("a pumped conv exists");
+        conv.creating = Some((meta.clone(), members.clone()));
+        self.actions.push_back(Action::Create { meta, members });
+    }
+
+    /// Sends the appends' lookups, then answers or writes the head appends
+    /// in order. Appends to a conversation that does not exist are refused
+    /// without a lookup.
+    fn serve_appends(&mut self, conv_id: ConvId) {
+        let conv = self.convs.get_mut(&conv_id).expect("a pumped conv exists");
+        if conv.meta.is_none() {
+            for q in conv.queue.drain(..) {
+                self.actions.push_back(Action::Refuse {
+                    to: q.append.sender,
+                    cmid: q.append.cmid,
+                    code: ErrorCode::NotFound,
+                });
+            }
+            return;
+        }
+        if !self.send_lookups(conv_id) {
+            self.starve(conv_id);
+            return;
+        }
+        while self.serve_head(conv_id) {}
+    }
+
+    /// Answers or writes the head append if it is ready; `true` if it was
+    /// taken off the queue.
+    fn serve_head(&mut self, conv_id: ConvId) -> bool {
+        let conv = self.convs.get_mut(&conv_id).expect("a pumped conv exists");
+        let Some(Lookup::Done(stored)) = conv.queue.front().map(|q| q.lookup) else {
+            return false;
+        };
+        let k = key(&conv.queue[0].append);
+        if let Some(outcome) = stored.or_else(|| conv.recent(&k)) {
+            let a = conv.queue.pop_front().expect("the front exists").append;
+            self.actions.push_back(Action::Ack {
+                to: a.sender,
+                cmid: a.cmid,
+                outcome,
+            });
+        } else if let Some(waiters) = conv.in_flight.get_mut(&k) {
+            let a = conv.queue.pop_front().expect("the front exists").append;
+            waiters.push(a.sender);
+        } else if !conv.is_member(k.0) {
+            let a = conv.queue.pop_front().expect("the front exists").append;
+            self.actions.push_back(Action::Refuse {
+                to: a.sender,
+                cmid: a.cmid,
+                code: ErrorCode::Forbidden,
+            });
+        } else if self.take_credit() {
+            self.write_head(conv_id);
+        } else {
+            self.starve(conv_id);
+            return false;
+        }
+        true
+    }
+
+    /// Sends any unsent lookups; `false` if credit ran out.
+    fn send_lookups(&mut self, conv_id: ConvId) -> bool {
+        loop {
+            let conv = self.convs.get(&conv_id).expect("a pumped conv exists");
+            if !conv.queue.iter().any(|q| q.lookup == Lookup::NotSent) {
                 return true;
             }
-            Lookup::Done(_) => {}
-        }
-        let unsent = conv
-            .queue
-            .iter()
-            .filter(|q| q.lookup == Lookup::NotSent)
-            .count();
-        for _ in 0..unsent {
             if !self.take_credit() {
                 return false;
             }
-            let conv = self.convs.get_mut(&conv_id).expect("checked above");
+            let conv = self.convs.get_mut(&conv_id).expect("a pumped conv exists");
             let q = conv
                 .queue
                 .iter_mut()
                 .find(|q| q.lookup == Lookup::NotSent)
-                .expect("counted above");
+                .expect("found above");
             q.lookup = Lookup::Sent;
             let a = &q.append;
             self.actions.push_back(Action::Lookup {
@@ -401,13 +842,6 @@ impl Owner {
                 device: a.sender.device,
                 cmid: a.cmid,
             });
-        }
-        true
-    }
-
-    fn starve(&mut self, conv_id: ConvId) {
-        if !self.starved.contains(&conv_id) {
-            self.starved.push_back(conv_id);
         }
     }
 
@@ -420,7 +854,7 @@ impl Owner {
         conv.last_seq = seq;
         let id = next_id(&mut self.id_clock, self.shard, q.ts);
         let conv = self.convs.get_mut(&conv_id).expect("the caller found it");
-        let msg = Rc::new(Message {
+        let msg = Arc::new(Message {
             conv: conv_id,
             seq,
             id,

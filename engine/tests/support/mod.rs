@@ -37,6 +37,18 @@ const LOG_FILTER: &str = "info,fjall=warn,lsm_tree=warn";
 /// The dev echo WebSocket.
 pub const ECHO_PATH: &str = "/v1/dev/echo";
 
+/// The dev token endpoint.
+pub const DEV_TOKEN_PATH: &str = "/v1/dev/token";
+
+/// The chat WebSocket.
+pub const WS_PATH: &str = "/ws";
+
+/// The file in the data directory that holds a dev server's token secret.
+const DEV_SECRET_FILE: &str = "dev-token-secret";
+
+/// How long the tokens [`Server::token`] mints stay valid.
+pub const TOKEN_TTL: Duration = Duration::from_secs(3600);
+
 /// Options for the client crate to open the echo endpoint: no token, text.
 pub fn echo_options() -> client::ConnectOptions {
     client::ConnectOptions {
@@ -54,6 +66,8 @@ pub struct Options {
     config: Option<String>,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    /// An existing data directory to run on, kept when the server drops.
+    data_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -70,6 +84,7 @@ impl Options {
             config: None,
             args: Vec::new(),
             envs: Vec::new(),
+            data_dir: None,
         }
     }
 
@@ -97,6 +112,14 @@ impl Options {
 
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Options {
         self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs on `path` (created if missing) instead of a fresh directory, and
+    /// leaves it in place when the server drops: start a second server with
+    /// the same `path` to restart on the same store and dev secret.
+    pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Options {
+        self.data_dir = Some(path.into());
         self
     }
 
@@ -133,8 +156,15 @@ impl Options {
 
     fn spawn(self) -> Server {
         let dir = tempfile::tempdir().expect("the temp dir is writable");
-        let data_dir = dir.path().join("data");
-        std::fs::create_dir(&data_dir).expect("a new temp dir has no `data`");
+        let data_dir = if let Some(path) = &self.data_dir {
+            std::fs::create_dir_all(path)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+            path.clone()
+        } else {
+            let data_dir = dir.path().join("data");
+            std::fs::create_dir(&data_dir).expect("a new temp dir has no `data`");
+            data_dir
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
         // Settings from the environment the tests run in must not leak in.
         for (key, _) in std::env::vars_os() {
@@ -269,6 +299,56 @@ impl Server {
         let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, rustix::process::Signal::TERM)
             .expect("the server has not been reaped, so its pid is still ours");
+    }
+
+    /// Sends SIGKILL (a crash: nothing is flushed, nothing is closed) and
+    /// waits for the process to exit and its stderr to end.
+    pub fn sigkill(&mut self) -> ExitStatus {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL)
+            .expect("the server has not been reaped, so its pid is still ours");
+        let status = self.wait_exit(WAIT);
+        self.log.wait_eof(WAIT);
+        status
+    }
+
+    /// The dev token secret the server keeps in its data directory
+    /// (`dev-token-secret`); its string bytes are the HMAC key.
+    pub fn dev_secret(&self) -> String {
+        let path = self.data_dir.join(DEV_SECRET_FILE);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        text.trim().to_owned()
+    }
+
+    /// A token for `user` on `device`, valid for [`TOKEN_TTL`], minted with
+    /// the dev secret (no request to the server).
+    pub fn token(&self, user: u64, device: u64) -> String {
+        client::mint_token(
+            self.dev_secret().as_bytes(),
+            protocol::UserId(user),
+            protocol::DeviceId(device),
+            TOKEN_TTL,
+        )
+    }
+
+    /// A token for `user` on `device` from the dev endpoint,
+    /// `POST /v1/dev/token`.
+    pub fn dev_token(&self, user: u64, device: u64) -> String {
+        let body = format!(r#"{{"user":"{user}","device":"{device}"}}"#);
+        let response = http::post(self.addr(), DEV_TOKEN_PATH, body.as_bytes());
+        assert_eq!(
+            response.status,
+            200,
+            "POST {DEV_TOKEN_PATH} {body}: {}",
+            response.text()
+        );
+        let reply: serde_json::Value = serde_json::from_slice(&response.body)
+            .unwrap_or_else(|e| panic!("{DEV_TOKEN_PATH} answered {:?}: {e}", response.text()));
+        reply["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token in {reply}"))
+            .to_owned()
     }
 
     /// Waits for the process to exit; panics with the log if it does not
@@ -424,4 +504,457 @@ fn parse_addr(line: &str) -> SocketAddr {
         .unwrap_or_else(|e| panic!("bad addr {field:?} in the listening line {line:?}: {e}"));
     assert!(addr.ip().is_loopback(), "the server bound {addr}");
     addr
+}
+
+/// Chat devices for tests of `/ws`: a [`client::Client`] plus the user and
+/// device it speaks for, with helpers that send a request and wait (each
+/// wait bounded by [`WAIT`]) for its answer, and panic, naming the device,
+/// on anything unexpected.
+///
+/// Messages that arrive while a helper waits for a particular answer are
+/// kept, in arrival order, and returned first by [`chat::Device::recv`]; so
+/// waiting for an ack never loses a `msg` that came before it.
+pub mod chat {
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use client::Client;
+    use protocol::{
+        ClientMsg, ClientMsgId, ConvId, ConvInfo, ConvSummary, DeviceId, Encoding, ErrorCode,
+        Message, MsgId, Page, Position, RequestId, Seq, ServerMsg, UnixMillis, UserId,
+    };
+
+    use super::{Server, WAIT};
+
+    /// How long a connection must stay silent for "nothing more arrives".
+    pub const QUIET: Duration = Duration::from_millis(500);
+
+    /// Messages one `sync` may stream before the helper gives up on it.
+    pub const SYNC_MSGS_MAX: usize = 10_000;
+
+    /// History pages [`Device::fetch_all`] reads at most.
+    const FETCH_PAGES_MAX: usize = 1_000;
+
+    /// Client message ids, unique in the test process: a reconnected device
+    /// must not reuse one, or its send is taken for a resend.
+    static NEXT_CMID: AtomicU64 = AtomicU64::new(1);
+
+    /// A fresh client message id.
+    pub fn new_cmid() -> ClientMsgId {
+        ClientMsgId(NEXT_CMID.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The fields of an `ack`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Ack {
+        pub cmid: ClientMsgId,
+        pub conv: ConvId,
+        pub seq: Seq,
+        pub id: MsgId,
+        pub ts: UnixMillis,
+    }
+
+    /// What one `sync` streamed.
+    #[derive(Clone, Debug)]
+    pub struct Synced {
+        /// Every `msg` before `synced`, in arrival order.
+        pub msgs: Vec<Message>,
+        /// The `synced` summaries.
+        pub convs: Vec<ConvSummary>,
+    }
+
+    impl Synced {
+        /// The summary of `conv`; panics if `synced` has none.
+        pub fn summary(&self, conv: ConvId) -> ConvSummary {
+            *self
+                .convs
+                .iter()
+                .find(|s| s.conv == conv)
+                .unwrap_or_else(|| panic!("no summary for {conv} in {:?}", self.convs))
+        }
+
+        /// The messages of `conv`, in arrival order.
+        pub fn in_conv(&self, conv: ConvId) -> Vec<Message> {
+            self.msgs
+                .iter()
+                .filter(|m| m.conv == conv)
+                .cloned()
+                .collect()
+        }
+    }
+
+    /// One connected device.
+    #[derive(Debug)]
+    pub struct Device {
+        client: Client,
+        user: UserId,
+        /// This device's id (`device` would repeat the type's name).
+        dev: DeviceId,
+        next_rid: u32,
+        /// Arrived while a helper waited for something else; oldest first.
+        backlog: VecDeque<ServerMsg>,
+    }
+
+    impl Device {
+        /// Connects (JSON) with a token minted from the dev secret and reads
+        /// `welcome`. Does not `sync`.
+        pub fn connect(server: &Server, user: u64, device: u64) -> Device {
+            Device::connect_with(server, user, device, Encoding::Json)
+        }
+
+        /// Like [`Device::connect`], asking for `encoding`.
+        pub fn connect_with(server: &Server, user: u64, device: u64, encoding: Encoding) -> Device {
+            let token = server.token(user, device);
+            let client = Client::connect(server.addr(), &token, encoding)
+                .unwrap_or_else(|e| panic!("user {user} device {device}: connect failed: {e}"));
+            Device::welcome(client, user, device)
+        }
+
+        /// Connects and syncs; what the sync streamed is dropped.
+        pub fn online(server: &Server, user: u64, device: u64) -> Device {
+            let mut d = Device::connect(server, user, device);
+            d.sync();
+            d
+        }
+
+        /// Takes over a connected client and checks its `welcome`.
+        pub fn welcome(client: Client, user: u64, device: u64) -> Device {
+            let mut d = Device {
+                client,
+                user: UserId(user),
+                dev: DeviceId(device),
+                next_rid: 1,
+                backlog: VecDeque::new(),
+            };
+            match d.recv() {
+                ServerMsg::Welcome {
+                    user: u,
+                    device: dev,
+                    version,
+                    time,
+                } => {
+                    assert_eq!((u, dev), (d.user, d.dev), "{d}: welcome for another device");
+                    assert_eq!(version, protocol::VERSION, "{d}: welcome version");
+                    let now = UnixMillis::now().0;
+                    assert!(
+                        time.0.abs_diff(now) < 60_000,
+                        "{d}: welcome time {time:?} is far from the local clock {now}"
+                    );
+                }
+                other => panic!("{d}: expected welcome first, got {other:?}"),
+            }
+            d
+        }
+
+        pub fn user(&self) -> UserId {
+            self.user
+        }
+
+        pub fn device(&self) -> DeviceId {
+            self.dev
+        }
+
+        pub fn client(&mut self) -> &mut Client {
+            &mut self.client
+        }
+
+        /// A fresh request id for this connection.
+        pub fn rid(&mut self) -> RequestId {
+            let rid = RequestId(self.next_rid);
+            self.next_rid += 1;
+            rid
+        }
+
+        /// Sends `msg` in the connection's encoding.
+        pub fn send(&mut self, msg: &ClientMsg) {
+            if let Err(e) = self.client.send(msg) {
+                panic!("{self}: sending {msg:?} failed: {e}");
+            }
+        }
+
+        /// The next message, from the backlog or within [`WAIT`]; panics on
+        /// timeout or a broken connection.
+        pub fn recv(&mut self) -> ServerMsg {
+            if let Some(msg) = self.backlog.pop_front() {
+                return msg;
+            }
+            match self.client.recv(WAIT) {
+                Ok(Some(msg)) => msg,
+                Ok(None) => panic!("{self}: nothing arrived within {WAIT:?}"),
+                Err(e) => panic!("{self}: receive failed: {e}"),
+            }
+        }
+
+        /// The next message, which must be a `msg`.
+        pub fn expect_msg(&mut self) -> Message {
+            match self.recv() {
+                ServerMsg::Msg(m) => m,
+                other => panic!("{self}: expected a msg, got {other:?}"),
+            }
+        }
+
+        /// Everything that arrives until the connection has been quiet for
+        /// `quiet` (the backlog first).
+        pub fn drain(&mut self, quiet: Duration) -> Vec<ServerMsg> {
+            let mut msgs: Vec<ServerMsg> = self.backlog.drain(..).collect();
+            match self.client.recv_all(quiet) {
+                Ok(more) => msgs.extend(more),
+                Err(e) => panic!("{self}: receive failed after {msgs:?}: {e}"),
+            }
+            msgs
+        }
+
+        /// Panics if anything arrives within [`QUIET`] (or is in the backlog).
+        pub fn expect_quiet(&mut self) {
+            self.expect_quiet_for(QUIET);
+        }
+
+        /// Panics if anything arrives within `quiet` (or is in the backlog).
+        pub fn expect_quiet_for(&mut self, quiet: Duration) {
+            let msgs = self.drain(quiet);
+            assert!(msgs.is_empty(), "{self}: expected nothing, got {msgs:?}");
+        }
+
+        /// The first message `pred` accepts, from the backlog or within
+        /// [`WAIT`]; the others stay in the backlog in order.
+        pub fn take(&mut self, what: &str, pred: impl Fn(&ServerMsg) -> bool) -> ServerMsg {
+            if let Some(i) = self.backlog.iter().position(&pred) {
+                return self.backlog.remove(i).expect("the index was just found");
+            }
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.client.recv(left) {
+                    Ok(Some(msg)) if pred(&msg) => return msg,
+                    Ok(Some(msg)) => self.backlog.push_back(msg),
+                    Ok(None) => panic!(
+                        "{self}: no {what} within {WAIT:?}; meanwhile got {:?}",
+                        self.backlog
+                    ),
+                    Err(e) => panic!(
+                        "{self}: receive failed waiting for {what} ({e}); meanwhile got {:?}",
+                        self.backlog
+                    ),
+                }
+            }
+        }
+
+        /// Sends the request `make(rid)` and returns its answer: the first
+        /// message with that `rid` (its reply or an `error`).
+        pub fn request(&mut self, make: impl FnOnce(RequestId) -> ClientMsg) -> ServerMsg {
+            let rid = self.rid();
+            let msg = make(rid);
+            self.send(&msg);
+            self.take(&format!("answer to {msg:?}"), |m| answers(m) == Some(rid))
+        }
+
+        /// `sync` with an empty `since`.
+        pub fn sync(&mut self) -> Synced {
+            self.sync_since(Vec::new())
+        }
+
+        /// `sync`: every `msg` until `synced`, which must answer it.
+        pub fn sync_since(&mut self, since: Vec<Position>) -> Synced {
+            let rid = self.rid();
+            self.send(&ClientMsg::Sync { rid, since });
+            let mut msgs = Vec::new();
+            while msgs.len() <= SYNC_MSGS_MAX {
+                match self.recv() {
+                    ServerMsg::Msg(m) => msgs.push(m),
+                    ServerMsg::Synced { rid: r, convs } if r == rid => {
+                        return Synced { msgs, convs };
+                    }
+                    other => panic!(
+                        "{self}: during sync (after {} msgs) got {other:?}",
+                        msgs.len()
+                    ),
+                }
+            }
+            panic!("{self}: sync streamed over {SYNC_MSGS_MAX} msgs without synced");
+        }
+
+        /// `direct_open`; panics unless answered by `conv`.
+        pub fn direct_open(&mut self, user: u64) -> ConvInfo {
+            let user = UserId(user);
+            match self.request(|rid| ClientMsg::DirectOpen { rid, user }) {
+                ServerMsg::Conv { conv, .. } => conv,
+                other => panic!("{self}: direct_open {user} answered with {other:?}"),
+            }
+        }
+
+        /// Sends `body` to `conv` with `cmid`, without waiting.
+        pub fn post_with(&mut self, conv: ConvId, cmid: ClientMsgId, body: &str) {
+            self.send(&ClientMsg::Send {
+                conv,
+                cmid,
+                body: body.to_owned(),
+            });
+        }
+
+        /// Sends `body` to `conv` with a fresh cmid, without waiting.
+        pub fn post(&mut self, conv: ConvId, body: &str) -> ClientMsgId {
+            let cmid = new_cmid();
+            self.post_with(conv, cmid, body);
+            cmid
+        }
+
+        /// The answer to the send with `cmid`: its `ack` or its `error`.
+        pub fn answer(&mut self, cmid: ClientMsgId) -> Result<Ack, (ErrorCode, String)> {
+            let answer = self.take(&format!("answer to send {cmid}"), |m| {
+                matches!(m, ServerMsg::Ack { cmid: c, .. } | ServerMsg::Error { cmid: Some(c), .. }
+                    if *c == cmid)
+            });
+            match answer {
+                ServerMsg::Ack {
+                    cmid,
+                    conv,
+                    seq,
+                    id,
+                    ts,
+                } => Ok(Ack {
+                    cmid,
+                    conv,
+                    seq,
+                    id,
+                    ts,
+                }),
+                ServerMsg::Error {
+                    rid, code, message, ..
+                } => {
+                    assert_eq!(rid, None, "{self}: an error for send {cmid} has a rid");
+                    Err((code, message))
+                }
+                _ => unreachable!("take returns what the predicate accepted"),
+            }
+        }
+
+        /// The `ack` of the send with `cmid`; panics on an `error`.
+        pub fn wait_ack(&mut self, cmid: ClientMsgId) -> Ack {
+            let ack = self
+                .answer(cmid)
+                .unwrap_or_else(|e| panic!("{self}: send {cmid} refused: {e:?}"));
+            assert_eq!(ack.cmid, cmid);
+            ack
+        }
+
+        /// Sends `body` to `conv` and waits for the `ack`.
+        pub fn send_text(&mut self, conv: ConvId, body: &str) -> Ack {
+            let cmid = self.post(conv, body);
+            let ack = self.wait_ack(cmid);
+            assert_eq!(ack.conv, conv, "{self}: ack for another conversation");
+            ack
+        }
+
+        /// Sends every body to `conv` with at most `window` sends
+        /// unacknowledged at a time; the acks in the order of `bodies`.
+        pub fn send_many(&mut self, conv: ConvId, bodies: &[String], window: usize) -> Vec<Ack> {
+            assert!(window > 0);
+            let mut in_flight = VecDeque::new();
+            let mut acks = Vec::with_capacity(bodies.len());
+            for body in bodies {
+                if in_flight.len() == window {
+                    let cmid = in_flight.pop_front().expect("the window is full");
+                    acks.push(self.wait_ack(cmid));
+                }
+                in_flight.push_back(self.post(conv, body));
+            }
+            for cmid in in_flight {
+                acks.push(self.wait_ack(cmid));
+            }
+            for ack in &acks {
+                assert_eq!(ack.conv, conv, "{self}: ack for another conversation");
+            }
+            acks
+        }
+
+        /// Sends `body` to `conv` and returns the error code it must get.
+        pub fn send_refused(&mut self, conv: ConvId, body: &str) -> ErrorCode {
+            let cmid = self.post(conv, body);
+            match self.answer(cmid) {
+                Ok(ack) => panic!("{self}: send to {conv} was acked: {ack:?}"),
+                Err((code, _)) => code,
+            }
+        }
+
+        /// One history page: `(msgs, more)`, or the error code.
+        pub fn try_fetch(
+            &mut self,
+            conv: ConvId,
+            from: Page,
+            limit: u16,
+        ) -> Result<(Vec<Message>, bool), ErrorCode> {
+            match self.request(|rid| ClientMsg::Fetch {
+                rid,
+                conv,
+                from,
+                limit,
+            }) {
+                ServerMsg::History {
+                    conv: c,
+                    msgs,
+                    more,
+                    ..
+                } => {
+                    assert_eq!(c, conv, "{self}: history of another conversation");
+                    Ok((msgs, more))
+                }
+                ServerMsg::Error { code, .. } => Err(code),
+                other => panic!("{self}: fetch answered with {other:?}"),
+            }
+        }
+
+        /// One history page; panics on an error.
+        pub fn fetch(&mut self, conv: ConvId, from: Page, limit: u16) -> (Vec<Message>, bool) {
+            self.try_fetch(conv, from, limit).unwrap_or_else(|code| {
+                panic!("{self}: fetch {conv} {from:?} limit {limit} refused: {code:?}")
+            })
+        }
+
+        /// The whole history of `conv`, paging forward from the start.
+        pub fn fetch_all(&mut self, conv: ConvId) -> Vec<Message> {
+            let limit = protocol::limits::FETCH_LIMIT_MAX;
+            let mut all: Vec<Message> = Vec::new();
+            for _ in 0..FETCH_PAGES_MAX {
+                let after = all.last().map_or(Seq::ZERO, |m| m.seq);
+                let (page, more) = self.fetch(conv, Page::After(after), limit);
+                all.extend(page);
+                if !more {
+                    return all;
+                }
+            }
+            panic!("{self}: {conv} has over {FETCH_PAGES_MAX} pages of history");
+        }
+
+        /// Closes with 1000 and waits for the server's reply.
+        pub fn close(self) {
+            let name = self.to_string();
+            if let Err(e) = self.client.close() {
+                panic!("{name}: close failed: {e}");
+            }
+        }
+
+        /// Drops the connection without a close frame.
+        pub fn abort(self) {
+            self.client.abort();
+        }
+    }
+
+    impl std::fmt::Display for Device {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "user {} device {}", self.user, self.dev)
+        }
+    }
+
+    /// The request a reply or request error answers.
+    fn answers(msg: &ServerMsg) -> Option<RequestId> {
+        match msg {
+            ServerMsg::History { rid, .. }
+            | ServerMsg::Synced { rid, .. }
+            | ServerMsg::Conv { rid, .. }
+            | ServerMsg::Ok { rid } => Some(*rid),
+            ServerMsg::Error { rid, .. } => *rid,
+            _ => None,
+        }
+    }
 }

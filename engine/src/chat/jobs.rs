@@ -1,0 +1,264 @@
+//! What storage threads do for a shard: the reads (closures run on a
+//! `store_io::ReadPool` thread) and the events that bring results back.
+
+use std::collections::{HashMap, HashSet};
+
+use protocol::{
+    ClientMsgId, ConvId, ConvKind, DeviceId, ErrorCode, Message, Page, RequestId, Seq, ServerMsg,
+    UserId,
+};
+use storage::{Completion, SendOutcome, Store};
+
+use super::cursors::USER_ROW;
+use super::hub::error;
+use crate::catchup::ConvStart;
+use crate::conv::Loaded;
+
+/// Results from storage threads, through the shard's inbox.
+#[derive(Debug)]
+pub(crate) enum StoreEvent {
+    Written {
+        ticket: u64,
+        ok: bool,
+    },
+    Loaded {
+        conv: ConvId,
+        loaded: storage::Result<Option<Loaded>>,
+    },
+    Looked {
+        conv: ConvId,
+        key: (UserId, DeviceId, ClientMsgId),
+        found: storage::Result<Option<SendOutcome>>,
+    },
+    /// A session's conversation list for its catch-up `gen`.
+    Convs {
+        conn: u64,
+        generation: u32,
+        list: storage::Result<Vec<ConvStart>>,
+    },
+    /// A page of a session's catch-up.
+    Page {
+        conn: u64,
+        generation: u32,
+        conv: ConvId,
+        msgs: storage::Result<Vec<Message>>,
+    },
+    /// A finished reply for a session (`history` or an error).
+    Reply {
+        conn: u64,
+        msg: ServerMsg,
+    },
+    /// Which of the asked users share a conversation with the session's user.
+    Watchable {
+        conn: u64,
+        rid: RequestId,
+        users: storage::Result<Vec<UserId>>,
+    },
+}
+
+impl From<Completion> for StoreEvent {
+    fn from(c: Completion) -> StoreEvent {
+        if let Err(e) = &c.result {
+            tracing::error!(cause = %e, ticket = c.ticket, "store write failed");
+        }
+        StoreEvent::Written {
+            ticket: c.ticket,
+            ok: c.result.is_ok(),
+        }
+    }
+}
+
+/// A conversation as its owner needs it; `None` if it does not exist.
+pub(crate) fn load_conv(store: &Store, conv: ConvId) -> storage::Result<Option<Loaded>> {
+    let Some(meta) = store.conv(conv)? else {
+        return Ok(None);
+    };
+    Ok(Some(Loaded {
+        meta,
+        members: store.members(conv)?,
+        last_seq: store.last_seq(conv)?,
+    }))
+}
+
+/// The user's conversations with this device's cursors, for a catch-up.
+pub(crate) fn conv_starts(
+    store: &Store,
+    user: UserId,
+    device: DeviceId,
+) -> storage::Result<Vec<ConvStart>> {
+    let delivered: HashMap<ConvId, Seq> = store
+        .cursors(user, device)?
+        .into_iter()
+        .map(|(c, cur)| (c, cur.delivered))
+        .collect();
+    let read: HashMap<ConvId, Seq> = store
+        .cursors(user, USER_ROW)?
+        .into_iter()
+        .map(|(c, cur)| (c, cur.read))
+        .collect();
+    Ok(store
+        .user_convs(user)?
+        .into_iter()
+        .map(|(conv, m, last_seq)| ConvStart {
+            conv,
+            kind: if conv.is_group() {
+                ConvKind::Group
+            } else {
+                ConvKind::Direct
+            },
+            last_seq,
+            delivered: delivered.get(&conv).copied().unwrap_or(Seq::ZERO),
+            read: read.get(&conv).copied().unwrap_or(Seq::ZERO),
+            joined: m.joined,
+        })
+        .collect())
+}
+
+/// One `fetch`: membership check, then a page of what the member may see
+/// (messages after the event that added it), cut at `HISTORY_PAGE_BYTES_MAX`.
+pub(crate) fn fetch(
+    store: &Store,
+    user: UserId,
+    rid: RequestId,
+    conv: ConvId,
+    from: Page,
+    limit: u16,
+) -> ServerMsg {
+    match fetch_page(store, user, conv, from, usize::from(limit)) {
+        Ok(Ok((msgs, more))) => ServerMsg::History {
+            rid,
+            conv,
+            msgs,
+            more,
+        },
+        Ok(Err((code, text))) => error(Some(rid), None, code, text),
+        Err(e) => {
+            tracing::error!(cause = %e, conv = conv.0, "history read failed");
+            error(Some(rid), None, ErrorCode::Internal, "history read failed")
+        }
+    }
+}
+
+type Refusal = (ErrorCode, &'static str);
+
+fn fetch_page(
+    store: &Store,
+    user: UserId,
+    conv: ConvId,
+    from: Page,
+    limit: usize,
+) -> storage::Result<Result<(Vec<Message>, bool), Refusal>> {
+    let Some(member) = store.member(conv, user)? else {
+        if store.conv(conv)?.is_none() {
+            return Ok(Err((ErrorCode::NotFound, "no such conversation")));
+        }
+        return Ok(Err((
+            ErrorCode::Forbidden,
+            "not a member of this conversation",
+        )));
+    };
+    let floor = member.joined;
+    // One more than asked says whether anything lies beyond the page.
+    let (mut msgs, mut more) = match from {
+        Page::Latest => {
+            let mut m = store.messages_latest(conv, limit + 1)?;
+            let more = m.len() > limit;
+            if more {
+                m.remove(0);
+            }
+            (m, more)
+        }
+        Page::Before(s) => {
+            let mut m = store.messages_before(conv, s, limit + 1)?;
+            let more = m.len() > limit;
+            if more {
+                m.remove(0);
+            }
+            (m, more)
+        }
+        Page::After(s) => {
+            let mut m = store.messages_after(conv, s.max(floor), limit + 1)?;
+            let more = m.len() > limit;
+            m.truncate(limit);
+            (m, more)
+        }
+    };
+    // What precedes the member's join is not its history.
+    msgs.retain(|m| m.seq > floor);
+    if !matches!(from, Page::After(_)) {
+        more &= msgs.first().is_some_and(|m| m.seq.0 > floor.0 + 1);
+    }
+    more |= cut_to_page_bytes(&mut msgs, from);
+    Ok(Ok((msgs, more)))
+}
+
+/// Drops messages past `HISTORY_PAGE_BYTES_MAX` of JSON from the end the
+/// client pages away from; `true` if any were dropped.
+fn cut_to_page_bytes(msgs: &mut Vec<Message>, from: Page) -> bool {
+    let budget = protocol::limits::HISTORY_PAGE_BYTES_MAX - protocol::limits::ENVELOPE_BYTES_MAX;
+    let mut scratch = Vec::new();
+    let mut size = |m: &Message| {
+        scratch.clear();
+        protocol::codec::encode_json(m, &mut scratch);
+        scratch.len() + 1
+    };
+    let mut total = 0;
+    let keep = match from {
+        // Paging forward: keep the oldest.
+        Page::After(_) => msgs
+            .iter()
+            .take_while(|m| {
+                total += size(m);
+                total <= budget
+            })
+            .count(),
+        // Paging back: keep the newest.
+        Page::Latest | Page::Before(_) => msgs
+            .iter()
+            .rev()
+            .take_while(|m| {
+                total += size(m);
+                total <= budget
+            })
+            .count(),
+    };
+    if keep == msgs.len() {
+        return false;
+    }
+    match from {
+        Page::After(_) => msgs.truncate(keep),
+        Page::Latest | Page::Before(_) => {
+            msgs.drain(..msgs.len() - keep);
+        }
+    }
+    true
+}
+
+/// Which of `targets` share a conversation with `user` (presence is only
+/// reported to them).
+pub(crate) fn watchable(
+    store: &Store,
+    user: UserId,
+    targets: &[UserId],
+) -> storage::Result<Vec<UserId>> {
+    let mine: HashSet<ConvId> = store
+        .user_convs(user)?
+        .into_iter()
+        .map(|(c, _, _)| c)
+        .collect();
+    let mut ok = Vec::new();
+    for &t in targets {
+        if t == user || ok.contains(&t) {
+            continue;
+        }
+        if mine.contains(&ConvId::direct(user, t))
+            || store
+                .user_convs(t)?
+                .iter()
+                .any(|(c, _, _)| mine.contains(c))
+        {
+            ok.push(t);
+        }
+    }
+    Ok(ok)
+}

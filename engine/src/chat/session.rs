@@ -1,0 +1,541 @@
+//! One device's session on its user's home shard: what its client messages
+//! do, and the queue of frames waiting to be written to it.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use monoio::net::TcpStream;
+use protocol::token::Claims;
+use protocol::{
+    ClientMsg, DeviceId, Encoding, ErrorCode, Message, ServerMsg, UserId, close, limits,
+};
+
+use super::hub::{Hub, Ticket, error, now_millis};
+use super::jobs::{self, StoreEvent};
+use super::{ShardMsg, Watcher};
+use crate::catchup::{self, CatchUp, CatchUpLimits};
+use crate::conv::{Append, Reply, Sender, Signal};
+use crate::shard::{ConnGuard, ConnHandle, Shard};
+use crate::websocket::{self, Data, Handler};
+use crate::ws;
+
+/// Bytes of frames queued for one connection that it has not taken off the
+/// socket; past it the connection is a slow consumer and is closed with
+/// 4002 (it reconnects and syncs: nothing is lost).
+const SEND_QUEUE_BYTES_MAX: usize = 4 << 20;
+
+/// Undecodable messages a connection may send (each answered by `error`)
+/// before it is closed with 4006.
+const BAD_MESSAGES_MAX: u32 = 16;
+
+/// Limits of the chat WebSocket: the protocol's.
+const CHAT_LIMITS: ws::Limits = ws::Limits::new(
+    limits::FRAME_PAYLOAD_BYTES_MAX,
+    limits::CLIENT_MESSAGE_BYTES_MAX,
+    limits::FRAGMENTS_MAX,
+);
+
+type CloseReason = (u16, &'static str);
+
+/// A running catch-up and the generation its storage results carry.
+struct Sync {
+    generation: u32,
+    machine: CatchUp,
+    /// `synced` has been queued: what the machine sends now is live.
+    live: bool,
+}
+
+/// One connected device.
+pub(crate) struct Session {
+    pub id: u64,
+    pub user: UserId,
+    pub device: DeviceId,
+    encoding: Encoding,
+    handle: Rc<ConnHandle>,
+    out: RefCell<Vec<u8>>,
+    /// Set when the hub wants the connection closed.
+    close: Cell<Option<CloseReason>>,
+    /// Catch-up `msg`s queued in `out` and not yet reported written.
+    sends_queued: Cell<usize>,
+    sync: RefCell<Option<Sync>>,
+    generation: Cell<u32>,
+    bad_messages: Cell<u32>,
+    /// Users this connection watches for presence.
+    watching: RefCell<Vec<UserId>>,
+}
+
+impl Session {
+    /// Queues `msg` for the client.
+    pub fn push(&self, msg: &ServerMsg) {
+        if self.close.get().is_some() {
+            return;
+        }
+        let mut payload = Vec::new();
+        self.encoding.encode(msg, &mut payload);
+        let mut out = self.out.borrow_mut();
+        match self.encoding {
+            Encoding::Json => ws::write_frame(&mut out, ws::OpCode::Text, &payload),
+            Encoding::Binary => ws::write_binary(&mut out, &payload),
+        }
+        if out.len() > SEND_QUEUE_BYTES_MAX {
+            out.clear();
+            drop(out);
+            self.close_with(close::SLOW_CONSUMER, "send queue overflow");
+            return;
+        }
+        drop(out);
+        self.handle.notify();
+    }
+
+    /// Asks the connection to close with `code`.
+    pub fn close_with(&self, code: u16, reason: &'static str) {
+        if self.close.get().is_none() {
+            self.close.set(Some((code, reason)));
+        }
+        self.handle.notify();
+    }
+
+    /// A live message for this device (from the conversation's owner). The
+    /// sending device's own message goes through the machine too, so its
+    /// position moves past it; [`Session::drive`] keeps it off the wire.
+    pub fn deliver(&self, hub: &Hub, msg: Arc<Message>) {
+        let mut sync = self.sync.borrow_mut();
+        // Before `sync` the device gets nothing live: its catch-up will
+        // read everything from its cursor.
+        let Some(s) = sync.as_mut() else {
+            return;
+        };
+        s.machine.on_live(msg);
+        drop(sync);
+        self.drive(hub);
+    }
+
+    /// Carries out what the catch-up machine asks for. Once `synced` is out,
+    /// the device's own messages are not sent back: it has them as acks
+    /// (during the catch-up they are sent like any other, PROTOCOL.md).
+    pub fn drive(&self, hub: &Hub) {
+        let mut skipped = 0;
+        loop {
+            let (generation, action) = {
+                let mut sync = self.sync.borrow_mut();
+                let Some(s) = sync.as_mut() else {
+                    return;
+                };
+                let mut action = s.machine.poll_action();
+                if action.is_none() && skipped > 0 {
+                    // Skipped sends count as written for the machine's window.
+                    s.machine.on_written(std::mem::take(&mut skipped));
+                    action = s.machine.poll_action();
+                }
+                match &action {
+                    Some(catchup::Action::Send(m)) if s.live && self.is_own(m) => {
+                        skipped += 1;
+                        continue;
+                    }
+                    Some(catchup::Action::Synced { .. }) => s.live = true,
+                    _ => {}
+                }
+                (s.generation, action)
+            };
+            let Some(action) = action else {
+                return;
+            };
+            self.catchup_action(hub, generation, action);
+        }
+    }
+
+    fn is_own(&self, m: &Message) -> bool {
+        m.from == self.user && m.device == self.device
+    }
+
+    fn catchup_action(&self, hub: &Hub, generation: u32, action: catchup::Action) {
+        let (conn, user, device) = (self.id, self.user, self.device);
+        match action {
+            catchup::Action::LoadConvs => {
+                let ok = hub.session_read(move |s| StoreEvent::Convs {
+                    conn,
+                    generation,
+                    list: jobs::conv_starts(s, user, device),
+                });
+                if !ok {
+                    self.close_with(close::TRY_AGAIN_LATER, "server busy");
+                }
+            }
+            catchup::Action::ReadAfter { conv, after, limit } => {
+                let ok = hub.session_read(move |s| StoreEvent::Page {
+                    conn,
+                    generation,
+                    conv,
+                    msgs: s.messages_after(conv, after, limit),
+                });
+                if !ok {
+                    self.close_with(close::TRY_AGAIN_LATER, "server busy");
+                }
+            }
+            catchup::Action::Send(msg) => {
+                self.push(&ServerMsg::Msg((*msg).clone()));
+                self.sends_queued.set(self.sends_queued.get() + 1);
+            }
+            catchup::Action::Synced { rid, convs } => self.push(&ServerMsg::Synced { rid, convs }),
+        }
+    }
+
+    /// Feeds a storage result to the catch-up of `generation` (stale ones
+    /// from a replaced catch-up are dropped).
+    pub fn on_catchup_result(&self, hub: &Hub, generation: u32, feed: impl FnOnce(&mut CatchUp)) {
+        {
+            let mut sync = self.sync.borrow_mut();
+            match sync.as_mut() {
+                Some(s) if s.generation == generation => feed(&mut s.machine),
+                _ => return,
+            }
+        }
+        self.drive(hub);
+    }
+
+    /// The users this connection watches, replaced by `users`.
+    pub fn replace_watching(&self, users: Vec<UserId>) -> Vec<UserId> {
+        self.watching.replace(users)
+    }
+
+    fn sender(&self, hub: &Hub) -> Sender {
+        Sender {
+            user: self.user,
+            device: self.device,
+            shard: hub.me,
+            conn: self.id,
+        }
+    }
+}
+
+/// Runs a session on its home shard until the connection ends.
+pub(crate) async fn run(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    leftover: Vec<u8>,
+    guard: ConnGuard,
+    claims: Claims,
+    encoding: Encoding,
+) {
+    let hub = &shard.chat;
+    guard.handle.expire_at(claims.expires);
+    let session = Rc::new(Session {
+        id: hub.next_conn_id(),
+        user: claims.user,
+        device: claims.device,
+        encoding,
+        handle: guard.handle.clone(),
+        out: RefCell::new(Vec::new()),
+        close: Cell::new(None),
+        sends_queued: Cell::new(0),
+        sync: RefCell::new(None),
+        generation: Cell::new(0),
+        bad_messages: Cell::new(0),
+        watching: RefCell::new(Vec::new()),
+    });
+    session.push(&ServerMsg::Welcome {
+        user: claims.user,
+        device: claims.device,
+        version: protocol::VERSION,
+        time: now_millis(),
+    });
+    register(hub, &session);
+    let handler = ChatHandler {
+        shard: shard.clone(),
+        session: session.clone(),
+        in_write: 0,
+    };
+    websocket::run(
+        stream,
+        leftover,
+        &shard,
+        &guard.handle,
+        &CHAT_LIMITS,
+        handler,
+    )
+    .await;
+    drop(guard);
+}
+
+fn register(hub: &Hub, session: &Rc<Session>) {
+    hub.sessions
+        .borrow_mut()
+        .insert(session.id, session.clone());
+    let first = {
+        let mut by_user = hub.by_user.borrow_mut();
+        let conns = by_user.entry(session.user).or_default();
+        conns.push(session.id);
+        conns.len() == 1
+    };
+    if first {
+        hub.announce(session.user, true, None);
+    }
+}
+
+fn unregister(hub: &Hub, session: &Session) {
+    hub.sessions.borrow_mut().remove(&session.id);
+    let last = {
+        let mut by_user = hub.by_user.borrow_mut();
+        let conns = by_user.entry(session.user).or_default();
+        conns.retain(|c| *c != session.id);
+        let last = conns.is_empty();
+        if last {
+            by_user.remove(&session.user);
+        }
+        last
+    };
+    if last {
+        let now = now_millis();
+        hub.presence.borrow_mut().went_offline(session.user, now);
+        hub.announce(session.user, false, Some(now));
+    }
+    let watcher = Watcher {
+        shard: hub.me,
+        conn: session.id,
+    };
+    for target in session.replace_watching(Vec::new()) {
+        hub.forward(hub.home_of(target), ShardMsg::Unwatch { target, watcher });
+    }
+    hub.flush();
+}
+
+/// The WebSocket handler of a chat session.
+struct ChatHandler {
+    shard: Rc<Shard>,
+    session: Rc<Session>,
+    /// Catch-up `msg`s in the write in progress.
+    in_write: usize,
+}
+
+impl Drop for ChatHandler {
+    fn drop(&mut self) {
+        unregister(&self.shard.chat, &self.session);
+    }
+}
+
+impl Handler for ChatHandler {
+    fn on_message(&mut self, data: Data, _out: &mut Vec<u8>) -> Result<(), CloseReason> {
+        let decoded = match &data {
+            Data::Text(t) => Encoding::Json.decode_client_unvalidated(t.as_bytes()),
+            Data::Binary(b) => Encoding::Binary.decode_client_unvalidated(b),
+        };
+        let s = &self.session;
+        let refusal = match decoded {
+            Ok(msg) => match msg.validate() {
+                Ok(()) => {
+                    on_client(&self.shard.chat, s, msg);
+                    return Ok(());
+                }
+                // Well-formed but out of bounds: name the request.
+                Err(e) => {
+                    let cmid = match &msg {
+                        ClientMsg::Send { cmid, .. } => Some(*cmid),
+                        _ => None,
+                    };
+                    super::hub::error_text(msg.rid(), cmid, ErrorCode::BadRequest, e.to_string())
+                }
+            },
+            Err(e) => super::hub::error_text(None, None, e.error_code(), e.to_string()),
+        };
+        s.push(&refusal);
+        s.bad_messages.set(s.bad_messages.get() + 1);
+        if s.bad_messages.get() > BAD_MESSAGES_MAX {
+            return Err((close::BAD_MESSAGES, "too many bad messages"));
+        }
+        Ok(())
+    }
+
+    fn poll_out(&mut self, out: &mut Vec<u8>) -> Result<(), CloseReason> {
+        self.shard.chat.flush();
+        let s = &self.session;
+        if let Some(reason) = s.close.get() {
+            return Err(reason);
+        }
+        let mut queued = s.out.borrow_mut();
+        if out.is_empty() {
+            std::mem::swap(out, &mut queued);
+        } else {
+            out.append(&mut queued);
+        }
+        self.in_write += s.sends_queued.replace(0);
+        Ok(())
+    }
+
+    fn on_written(&mut self) {
+        let n = std::mem::take(&mut self.in_write);
+        if n > 0 {
+            let s = &self.session;
+            if let Some(sync) = s.sync.borrow_mut().as_mut() {
+                sync.machine.on_written(n);
+            }
+            s.drive(&self.shard.chat);
+        }
+    }
+}
+
+/// What a decoded client message does.
+fn on_client(hub: &Hub, s: &Rc<Session>, msg: ClientMsg) {
+    match msg {
+        ClientMsg::Send { conv, cmid, body } => {
+            let append = Append {
+                conv,
+                sender: s.sender(hub),
+                cmid,
+                body: Arc::from(body),
+            };
+            if hub
+                .route(hub.owner_of(conv), ShardMsg::Append(append))
+                .is_err()
+            {
+                s.push(&error(
+                    None,
+                    Some(cmid),
+                    ErrorCode::Overloaded,
+                    "server busy; retry",
+                ));
+            }
+        }
+        ClientMsg::Recv { conv, seq } => signal(hub, s, conv, Signal::Recv(seq)),
+        ClientMsg::Read { conv, seq } => signal(hub, s, conv, Signal::Read(seq)),
+        ClientMsg::Typing { conv, active } => signal(hub, s, conv, Signal::Typing(active)),
+        ClientMsg::Fetch {
+            rid,
+            conv,
+            from,
+            limit,
+        } => {
+            let (conn, user) = (s.id, s.user);
+            let ok = hub.session_read(move |st| StoreEvent::Reply {
+                conn,
+                msg: jobs::fetch(st, user, rid, conv, from, limit),
+            });
+            if !ok {
+                s.push(&error(
+                    Some(rid),
+                    None,
+                    ErrorCode::Overloaded,
+                    "server busy; retry",
+                ));
+            }
+        }
+        ClientMsg::Sync { rid, since } => start_sync(hub, s, rid, since),
+        ClientMsg::DirectOpen { rid, user } => direct_open(hub, s, rid, user),
+        ClientMsg::PushRegister {
+            rid,
+            platform,
+            token,
+        } => {
+            let push = Some(storage::PushToken { platform, token });
+            put_device(hub, s, rid, push);
+        }
+        ClientMsg::PushUnregister { rid } => put_device(hub, s, rid, None),
+        ClientMsg::PresenceSubscribe { rid, users } => {
+            let (conn, user) = (s.id, s.user);
+            let ok = hub.session_read(move |st| StoreEvent::Watchable {
+                conn,
+                rid,
+                users: jobs::watchable(st, user, &users),
+            });
+            if !ok {
+                s.push(&error(
+                    Some(rid),
+                    None,
+                    ErrorCode::Overloaded,
+                    "server busy; retry",
+                ));
+            }
+        }
+        ClientMsg::GroupCreate { rid, .. }
+        | ClientMsg::GroupRename { rid, .. }
+        | ClientMsg::GroupAdd { rid, .. }
+        | ClientMsg::GroupRemove { rid, .. }
+        | ClientMsg::GroupLeave { rid, .. }
+        | ClientMsg::GroupSetRole { rid, .. } => s.push(&error(
+            Some(rid),
+            None,
+            ErrorCode::BadRequest,
+            "group operations are not available on this server version",
+        )),
+    }
+}
+
+fn signal(hub: &Hub, s: &Session, conv: protocol::ConvId, signal: Signal) {
+    let from = s.sender(hub);
+    let msg = ShardMsg::Signal { conv, from, signal };
+    if hub.route(hub.owner_of(conv), msg).is_err() && !matches!(signal, Signal::Typing(_)) {
+        s.push(&error(
+            None,
+            None,
+            ErrorCode::Overloaded,
+            "server busy; retry",
+        ));
+    }
+}
+
+fn start_sync(hub: &Hub, s: &Session, rid: protocol::RequestId, since: Vec<protocol::Position>) {
+    let generation = s.generation.get().wrapping_add(1);
+    s.generation.set(generation);
+    s.sync.replace(Some(Sync {
+        generation,
+        machine: CatchUp::new(rid, since, CatchUpLimits::default()),
+        live: false,
+    }));
+    s.drive(hub);
+}
+
+fn direct_open(hub: &Hub, s: &Session, rid: protocol::RequestId, peer: UserId) {
+    if peer == s.user {
+        let text = "a direct conversation needs another user";
+        s.push(&error(Some(rid), None, ErrorCode::BadRequest, text));
+        return;
+    }
+    let conv = protocol::ConvId::direct(s.user, peer);
+    let msg = ShardMsg::OpenDirect {
+        conv,
+        pair: (s.user, peer),
+        requester: s.user,
+        reply: Reply {
+            shard: hub.me,
+            conn: s.id,
+            rid,
+        },
+    };
+    if hub.route(hub.owner_of(conv), msg).is_err() {
+        s.push(&error(
+            Some(rid),
+            None,
+            ErrorCode::Overloaded,
+            "server busy; retry",
+        ));
+    }
+}
+
+fn put_device(hub: &Hub, s: &Session, rid: protocol::RequestId, push: Option<storage::PushToken>) {
+    if !hub.slots.try_reserve() {
+        s.push(&error(
+            Some(rid),
+            None,
+            ErrorCode::Overloaded,
+            "server busy; retry",
+        ));
+        return;
+    }
+    let op = storage::Op::PutDevice {
+        user: s.user,
+        device: s.device,
+        record: storage::Device {
+            push,
+            registered: now_millis(),
+        },
+    };
+    if !hub.write(vec![op], Ticket::Reply { conn: s.id, rid }) {
+        hub.slots.release();
+        s.push(&error(
+            Some(rid),
+            None,
+            ErrorCode::Internal,
+            "could not store the device",
+        ));
+    }
+}
