@@ -8,7 +8,8 @@ use std::sync::Arc;
 use monoio::net::TcpStream;
 use protocol::token::Claims;
 use protocol::{
-    ClientMsg, DeviceId, Encoding, ErrorCode, Message, ServerMsg, UserId, close, limits,
+    ClientMsg, ClientMsgId, ConvId, DeviceId, Encoding, ErrorCode, Message, ServerMsg, UserId,
+    close, limits,
 };
 
 use super::hub::{Hub, Ticket, error, now_millis};
@@ -36,6 +37,16 @@ const CHAT_LIMITS: ws::Limits = ws::Limits::new(
     limits::FRAGMENTS_MAX,
 );
 
+/// One device's catch-up. What it queues for the connection at once is
+/// at most `send_window + reads_in_flight_max * page_limit` messages (384:
+/// 6 MiB at the largest body, more only for bodies JSON must escape).
+const CATCHUP_LIMITS: CatchUpLimits = CatchUpLimits {
+    page_limit: 128,
+    reads_in_flight_max: 2,
+    buffered_max: 1024,
+    send_window: 128,
+};
+
 type CloseReason = (u16, &'static str);
 
 /// A running catch-up and the generation its storage results carry.
@@ -58,6 +69,8 @@ pub(crate) struct Session {
     close: Cell<Option<CloseReason>>,
     /// Catch-up `msg`s queued in `out` and not yet reported written.
     sends_queued: Cell<usize>,
+    /// Bytes of `out` that are catch-up `msg`s.
+    catchup_bytes: Cell<usize>,
     sync: RefCell<Option<Sync>>,
     generation: Cell<u32>,
     bad_messages: Cell<u32>,
@@ -66,19 +79,35 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Queues `msg` for the client.
+    /// Queues `msg` for the client. Live traffic is bounded by
+    /// `SEND_QUEUE_BYTES_MAX`; a connection past it is a slow consumer.
     pub fn push(&self, msg: &ServerMsg) {
+        self.queue(msg, false);
+    }
+
+    /// Queues a catch-up `msg`: bounded by the catch-up machine's window,
+    /// so it does not count towards the slow-consumer bound.
+    fn push_catchup(&self, msg: &ServerMsg) {
+        self.queue(msg, true);
+    }
+
+    fn queue(&self, msg: &ServerMsg, catchup: bool) {
         if self.close.get().is_some() {
             return;
         }
         let mut payload = Vec::new();
         self.encoding.encode(msg, &mut payload);
         let mut out = self.out.borrow_mut();
+        let before = out.len();
         match self.encoding {
             Encoding::Json => ws::write_frame(&mut out, ws::OpCode::Text, &payload),
             Encoding::Binary => ws::write_binary(&mut out, &payload),
         }
-        if out.len() > SEND_QUEUE_BYTES_MAX {
+        if catchup {
+            let catchup_bytes = self.catchup_bytes.get() + (out.len() - before);
+            self.catchup_bytes.set(catchup_bytes);
+        }
+        if out.len() - self.catchup_bytes.get() > SEND_QUEUE_BYTES_MAX {
             out.clear();
             drop(out);
             self.close_with(close::SLOW_CONSUMER, "send queue overflow");
@@ -117,7 +146,7 @@ impl Session {
     pub fn drive(&self, hub: &Hub) {
         let mut skipped = 0;
         loop {
-            let (generation, action) = {
+            let (generation, live, action) = {
                 let mut sync = self.sync.borrow_mut();
                 let Some(s) = sync.as_mut() else {
                     return;
@@ -133,15 +162,18 @@ impl Session {
                         skipped += 1;
                         continue;
                     }
-                    Some(catchup::Action::Synced { .. }) => s.live = true,
                     _ => {}
                 }
-                (s.generation, action)
+                let live = s.live;
+                if let Some(catchup::Action::Synced { .. }) = &action {
+                    s.live = true;
+                }
+                (s.generation, live, action)
             };
             let Some(action) = action else {
                 return;
             };
-            self.catchup_action(hub, generation, action);
+            self.catchup_action(hub, generation, live, action);
         }
     }
 
@@ -149,7 +181,8 @@ impl Session {
         m.from == self.user && m.device == self.device
     }
 
-    fn catchup_action(&self, hub: &Hub, generation: u32, action: catchup::Action) {
+    /// `live`: `synced` is out, so a `msg` is live traffic.
+    fn catchup_action(&self, hub: &Hub, generation: u32, live: bool, action: catchup::Action) {
         let (conn, user, device) = (self.id, self.user, self.device);
         match action {
             catchup::Action::LoadConvs => {
@@ -174,7 +207,12 @@ impl Session {
                 }
             }
             catchup::Action::Send(msg) => {
-                self.push(&ServerMsg::Msg((*msg).clone()));
+                let msg = ServerMsg::Msg((*msg).clone());
+                if live {
+                    self.push(&msg);
+                } else {
+                    self.push_catchup(&msg);
+                }
                 self.sends_queued.set(self.sends_queued.get() + 1);
             }
             catchup::Action::Synced { rid, convs } => self.push(&ServerMsg::Synced { rid, convs }),
@@ -229,6 +267,7 @@ pub(crate) async fn run(
         out: RefCell::new(Vec::new()),
         close: Cell::new(None),
         sends_queued: Cell::new(0),
+        catchup_bytes: Cell::new(0),
         sync: RefCell::new(None),
         generation: Cell::new(0),
         bad_messages: Cell::new(0),
@@ -359,6 +398,7 @@ impl Handler for ChatHandler {
             out.append(&mut queued);
         }
         self.in_write += s.sends_queued.replace(0);
+        s.catchup_bytes.set(0);
         Ok(())
     }
 
@@ -377,25 +417,7 @@ impl Handler for ChatHandler {
 /// What a decoded client message does.
 fn on_client(hub: &Hub, s: &Rc<Session>, msg: ClientMsg) {
     match msg {
-        ClientMsg::Send { conv, cmid, body } => {
-            let append = Append {
-                conv,
-                sender: s.sender(hub),
-                cmid,
-                body: Arc::from(body),
-            };
-            if hub
-                .route(hub.owner_of(conv), ShardMsg::Append(append))
-                .is_err()
-            {
-                s.push(&error(
-                    None,
-                    Some(cmid),
-                    ErrorCode::Overloaded,
-                    "server busy; retry",
-                ));
-            }
-        }
+        ClientMsg::Send { conv, cmid, body } => send(hub, s, conv, cmid, body),
         ClientMsg::Recv { conv, seq } => signal(hub, s, conv, Signal::Recv(seq)),
         ClientMsg::Read { conv, seq } => signal(hub, s, conv, Signal::Read(seq)),
         ClientMsg::Typing { conv, active } => signal(hub, s, conv, Signal::Typing(active)),
@@ -406,18 +428,10 @@ fn on_client(hub: &Hub, s: &Rc<Session>, msg: ClientMsg) {
             limit,
         } => {
             let (conn, user) = (s.id, s.user);
-            let ok = hub.session_read(move |st| StoreEvent::Reply {
+            read_for(hub, s, rid, move |st| StoreEvent::Reply {
                 conn,
                 msg: jobs::fetch(st, user, rid, conv, from, limit),
             });
-            if !ok {
-                s.push(&error(
-                    Some(rid),
-                    None,
-                    ErrorCode::Overloaded,
-                    "server busy; retry",
-                ));
-            }
         }
         ClientMsg::Sync { rid, since } => start_sync(hub, s, rid, since),
         ClientMsg::DirectOpen { rid, user } => direct_open(hub, s, rid, user),
@@ -432,19 +446,11 @@ fn on_client(hub: &Hub, s: &Rc<Session>, msg: ClientMsg) {
         ClientMsg::PushUnregister { rid } => put_device(hub, s, rid, None),
         ClientMsg::PresenceSubscribe { rid, users } => {
             let (conn, user) = (s.id, s.user);
-            let ok = hub.session_read(move |st| StoreEvent::Watchable {
+            read_for(hub, s, rid, move |st| StoreEvent::Watchable {
                 conn,
                 rid,
                 users: jobs::watchable(st, user, &users),
             });
-            if !ok {
-                s.push(&error(
-                    Some(rid),
-                    None,
-                    ErrorCode::Overloaded,
-                    "server busy; retry",
-                ));
-            }
         }
         ClientMsg::GroupCreate { rid, .. }
         | ClientMsg::GroupRename { rid, .. }
@@ -457,6 +463,43 @@ fn on_client(hub: &Hub, s: &Rc<Session>, msg: ClientMsg) {
             ErrorCode::BadRequest,
             "group operations are not available on this server version",
         )),
+    }
+}
+
+fn send(hub: &Hub, s: &Session, conv: ConvId, cmid: ClientMsgId, body: String) {
+    let append = Append {
+        conv,
+        sender: s.sender(hub),
+        cmid,
+        body: Arc::from(body),
+    };
+    if hub
+        .route(hub.owner_of(conv), ShardMsg::Append(append))
+        .is_err()
+    {
+        s.push(&error(
+            None,
+            Some(cmid),
+            ErrorCode::Overloaded,
+            "server busy; retry",
+        ));
+    }
+}
+
+/// Runs a read that answers request `rid`, or answers `overloaded`.
+fn read_for(
+    hub: &Hub,
+    s: &Session,
+    rid: protocol::RequestId,
+    job: impl FnOnce(&storage::Store) -> StoreEvent + Send + 'static,
+) {
+    if !hub.session_read(job) {
+        s.push(&error(
+            Some(rid),
+            None,
+            ErrorCode::Overloaded,
+            "server busy; retry",
+        ));
     }
 }
 
@@ -478,7 +521,7 @@ fn start_sync(hub: &Hub, s: &Session, rid: protocol::RequestId, since: Vec<proto
     s.generation.set(generation);
     s.sync.replace(Some(Sync {
         generation,
-        machine: CatchUp::new(rid, since, CatchUpLimits::default()),
+        machine: CatchUp::new(rid, since, CATCHUP_LIMITS),
         live: false,
     }));
     s.drive(hub);
