@@ -181,6 +181,12 @@ pub struct OwnerLimits {
     /// gets those messages again at its next sync) and a late receipt; a lost
     /// `typing` expires on the clients.
     pub signals_max: usize,
+    /// Conversations held in memory. Past it, idle ones (loaded, with no
+    /// work queued or in flight) are forgotten, an eighth of the bound at a
+    /// time; the next message reloads them. What is lost is a cache: recent
+    /// outcomes (resends then look up the store) and the cursors seen since
+    /// the load (a stale `recv` may then be stored once more).
+    pub convs_max: usize,
 }
 
 impl Default for OwnerLimits {
@@ -189,6 +195,7 @@ impl Default for OwnerLimits {
             queue_max: 4096,
             recent_max: 256,
             signals_max: 256,
+            convs_max: 100_000,
         }
     }
 }
@@ -304,6 +311,17 @@ struct Conv {
 }
 
 impl Conv {
+    /// Loaded, with nothing queued, waiting or in flight: safe to forget.
+    fn is_idle(&self) -> bool {
+        self.load == Load::Done
+            && self.queue.is_empty()
+            && self.in_flight.is_empty()
+            && self.writing.is_empty()
+            && self.opens.is_empty()
+            && self.creating.is_none()
+            && self.signals.is_empty()
+    }
+
     fn recent(&self, k: &SendKey) -> Option<SendOutcome> {
         self.recent
             .iter()
@@ -484,6 +502,7 @@ impl Owner {
 
     /// A `send` arrived; `now` stamps the message if it is accepted.
     pub fn on_append(&mut self, append: Append, now: UnixMillis) {
+        self.evict_idle();
         let conv_id = append.conv;
         let conv = self.convs.entry(conv_id).or_default();
         if conv.queue.len() >= self.limits.queue_max {
@@ -518,6 +537,7 @@ impl Owner {
         now: UnixMillis,
     ) {
         assert_eq!(conv, ConvId::direct(pair.0, pair.1), "the caller's id");
+        self.evict_idle();
         assert!(
             requester == pair.0 || requester == pair.1,
             "the requester is one of the pair"
@@ -548,6 +568,7 @@ impl Owner {
     /// (`SignalRefused`), relayed, or for a cursor that advances, written
     /// and relayed.
     pub fn on_signal(&mut self, conv: ConvId, from: Sender, signal: Signal) {
+        self.evict_idle();
         let c = self.convs.entry(conv).or_default();
         if c.signals.len() >= self.limits.signals_max {
             self.signals_dropped += 1;
@@ -555,6 +576,24 @@ impl Owner {
         }
         c.signals.push_back((from, signal));
         self.pump(conv);
+    }
+
+    /// Past `convs_max`, forgets idle conversations until an eighth of the
+    /// bound is free (one pass over the table per `convs_max / 8` new
+    /// conversations at most).
+    fn evict_idle(&mut self) {
+        let max = self.limits.convs_max;
+        if self.convs.len() < max {
+            return;
+        }
+        let mut excess = self.convs.len() - (max - max / 8);
+        self.convs.retain(|_, c| {
+            if excess > 0 && c.is_idle() {
+                excess -= 1;
+                return false;
+            }
+            true
+        });
     }
 
     /// The conversation's load finished; `None` means it does not exist.

@@ -448,6 +448,7 @@ fn full_queue_refuses_with_overloaded() {
         queue_max: 2,
         recent_max: 8,
         signals_max: 8,
+        convs_max: 1_000,
     };
     let mut owner = Owner::new(0, limits, 1);
     for cmid in 0..3 {
@@ -970,4 +971,46 @@ fn check(sim: &Sim, sent: &[Append], last: u64, seed: u64) {
             Err(code) => assert_eq!(*code, ErrorCode::Forbidden, "seed {seed}"),
         }
     }
+}
+
+#[test]
+fn idle_conversations_are_forgotten_past_the_bound_and_busy_ones_kept() {
+    let limits = OwnerLimits {
+        convs_max: 8,
+        ..OwnerLimits::default()
+    };
+    let mut owner = Owner::new(3, limits, 64);
+    // A conversation with work in flight: its load is not answered yet.
+    owner.on_append(append(1, 1, 1), NOW);
+    assert_eq!(owner.poll_action(), Some(Action::Load(CONV)));
+    assert_eq!(owner.poll_action(), None);
+    for i in 0..100 {
+        owner.on_append(append_in(ConvId(1_000 + i), 1, 1, 1), NOW);
+        while let Some(a) = owner.poll_action() {
+            match a {
+                Action::Load(c) => owner.on_loaded(c, None),
+                Action::Refuse { code, .. } => assert_eq!(code, ErrorCode::NotFound),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(
+            owner.conv_count() <= 9,
+            "{} conversations held",
+            owner.conv_count()
+        );
+    }
+    // The busy one was kept: its load still completes the append.
+    let (meta, members) = group(&[1, 2]);
+    owner.on_loaded(
+        CONV,
+        Some(Loaded {
+            meta,
+            members,
+            last_seq: Seq(0),
+        }),
+    );
+    assert!(
+        matches!(owner.poll_action(), Some(Action::Lookup { conv, .. }) if conv == CONV),
+        "the waiting append goes on"
+    );
 }
