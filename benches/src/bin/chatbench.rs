@@ -1,0 +1,188 @@
+//! `chatbench`: an end-to-end benchmark of a `switchboard` server, written
+//! against docs/PROTOCOL.md only.
+//!
+//! It starts the server itself (`--dev`, a fresh temporary data directory,
+//! port 0) so that it knows the pid to read CPU time and RSS from
+//! `/proc/<pid>`, and stops it at the end, also on failure. Two modes:
+//!
+//! - `pairs` (`pairs.rs`, `peer.rs`): users in pairs, each sender
+//!   posting into the direct conversation with its receiver over its own
+//!   blocking connection and thread. Reports delivered messages per second,
+//!   send→ack and send→deliver latency (HDR histograms), server CPU per
+//!   delivered message, and fails unless every receiver got exactly seqs
+//!   1..=N of its conversation.
+//! - `idle` (`idle.rs`, `handshake.rs`): server RSS per idle,
+//!   authenticated WebSocket, with hand-written upgrades on a few threads.
+//!
+//! `server.rs` runs the server process; `conn.rs` is the pairs bench's
+//! WebSocket; `stats.rs` holds the histograms.
+//! Each run prints a human-readable report, then one JSON line.
+
+// A binary's root sits in src/bin/, next to other binaries' files; its own
+// modules live in src/bin/chatbench/.
+#[path = "chatbench/conn.rs"]
+mod conn;
+#[path = "chatbench/idle.rs"]
+mod idle;
+#[path = "chatbench/pairs.rs"]
+mod pairs;
+#[path = "chatbench/server.rs"]
+mod server;
+#[path = "chatbench/stats.rs"]
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use protocol::Encoding;
+
+use crate::idle::IdleOptions;
+use crate::pairs::PairsOptions;
+use crate::server::{Durability, Server, ServerOptions};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// End-to-end benchmark of a Switchboard server it starts itself.
+#[derive(Debug, Parser)]
+#[command(name = "chatbench")]
+struct Cli {
+    /// The server binary.
+    #[arg(long, default_value = "target/release/switchboard")]
+    server: PathBuf,
+    /// The server's shard threads.
+    #[arg(long, default_value_t = 2)]
+    shards: u16,
+    /// What an ack means on the server.
+    #[arg(long, value_enum, default_value_t = Durability::Fsync)]
+    durability: Durability,
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Pairs of users messaging over direct conversations: throughput,
+    /// latency, server CPU per message.
+    Pairs {
+        /// Sender/receiver pairs (two connections and threads each).
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        /// Messages each sender posts.
+        #[arg(long, default_value_t = 200)]
+        messages: u64,
+        /// Closed loop: sends each sender keeps unacknowledged at most.
+        #[arg(long, default_value_t = 8)]
+        window: u64,
+        /// Open loop instead: messages per second per sender, latency timed
+        /// from each message's scheduled send time.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Frame encoding of every connection.
+        #[arg(long, value_enum, default_value_t = Wire::Binary)]
+        encoding: Wire,
+        /// Bound on the whole run (connect, sync, send, deliver), in seconds.
+        #[arg(long, default_value_t = 120.0)]
+        timeout: f64,
+    },
+    /// Server memory per idle, authenticated WebSocket.
+    Idle {
+        /// Connections to hold open (at most 19,000 per process here).
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        /// Threads opening connections, each one at a time.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Connections opened and closed before the first RSS reading.
+        #[arg(long, default_value_t = 16)]
+        warmup: usize,
+        /// Seconds to wait after the last connection before reading RSS.
+        #[arg(long, default_value_t = 2.0)]
+        settle: f64,
+        /// Bound on each connection's connect, upgrade and welcome, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        connect_timeout: f64,
+    },
+}
+
+/// `--encoding`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Wire {
+    Binary,
+    Json,
+}
+
+fn seconds(flag: &str, s: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| anyhow::anyhow!("{flag} must be a non-negative number of seconds"))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut server_options = ServerOptions {
+        path: cli.server,
+        shards: cli.shards,
+        durability: cli.durability,
+        env: Vec::new(),
+    };
+    match cli.bench {
+        Bench::Pairs {
+            pairs,
+            messages,
+            window,
+            rate,
+            encoding,
+            timeout,
+        } => {
+            let options = PairsOptions {
+                pairs,
+                messages,
+                window,
+                rate,
+                encoding: match encoding {
+                    Wire::Binary => Encoding::Binary,
+                    Wire::Json => Encoding::Json,
+                },
+                timeout: seconds("--timeout", timeout)?,
+            };
+            pairs::check_options(&options)?;
+            let mut server = Server::start(&server_options)?;
+            pairs::run(&mut server, &options)
+        }
+        Bench::Idle {
+            conns,
+            threads,
+            warmup,
+            settle,
+            connect_timeout,
+        } => {
+            let options = IdleOptions {
+                conns,
+                threads,
+                warmup,
+                settle: seconds("--settle", settle)?,
+                connect_timeout: seconds("--connect-timeout", connect_timeout)?,
+            };
+            idle::check_options(&options)?;
+            // Transparent huge pages inflate mimalloc's RSS 2-5x for many
+            // small idle connections (MEASURED.md).
+            server_options
+                .env
+                .push(("MIMALLOC_ALLOW_THP".to_owned(), "0".to_owned()));
+            let mut server = Server::start(&server_options)?;
+            idle::run(&mut server, &options)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("chatbench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
