@@ -31,19 +31,6 @@ const WINDOW: usize = 16;
 /// How far the server's timestamps may be from the test's clock (same host).
 const CLOCK_SLACK_MILLIS: u64 = 1_000;
 
-/// Runs each named test body `fn(shards: u16)` as two tests, with one shard
-/// and with two.
-macro_rules! with_one_and_two_shards {
-    ($($name:ident),* $(,)?) => {
-        mod one_shard {
-            $( #[test] fn $name() { super::$name(1); } )*
-        }
-        mod two_shards {
-            $( #[test] fn $name() { super::$name(2); } )*
-        }
-    };
-}
-
 with_one_and_two_shards!(
     send_is_acked_and_delivered,
     offline_recipient_catches_up_in_order,

@@ -131,17 +131,6 @@ fn push_tokens_are_registered_and_removed(shards: u16) {
     );
 }
 
-macro_rules! with_one_and_two_shards {
-    ($($name:ident),* $(,)?) => {
-        mod one_shard {
-            $( #[test] fn $name() { super::$name(1); } )*
-        }
-        mod two_shards {
-            $( #[test] fn $name() { super::$name(2); } )*
-        }
-    };
-}
-
 with_one_and_two_shards!(
     presence_follows_devices_of_users_sharing_a_conversation,
     resubscribing_replaces_the_list,

@@ -28,6 +28,6 @@ pub use codec::{Encoding, VERSION};
 pub use error::DecodeError;
 pub use ids::{ClientMsgId, ConvId, DeviceId, MsgId, RequestId, Seq, UnixMillis, UserId};
 pub use server::{
-    Content, ConvInfo, ConvKind, ConvSummary, ErrorCode, GroupEvent, Member, Message,
+    Content, ConvInfo, ConvKind, ConvSummary, ErrorCode, GroupEvent, Member, Message, MsgRef,
     PresenceStatus, ReceiptKind, Role, ServerMsg,
 };

@@ -212,3 +212,17 @@ impl ErrorCode {
         )
     }
 }
+
+/// Serializes exactly as `ServerMsg::Msg(message.clone())` does, without
+/// the clone: a server encodes one stored message for many devices.
+#[derive(Clone, Copy, Debug)]
+pub struct MsgRef<'a>(pub &'a Message);
+
+/// `ServerMsg::Msg`'s variant index (declaration order, PROTOCOL.md).
+const MSG_VARIANT: u32 = 2;
+
+impl Serialize for MsgRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_newtype_variant("ServerMsg", MSG_VARIANT, "msg", self.0)
+    }
+}

@@ -469,6 +469,17 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
+    /// `MsgRef` is byte for byte `ServerMsg::Msg`, in both encodings.
+    #[test]
+    fn msg_ref_encodes_as_msg(m in message(BODY_BYTES_MAX)) {
+        for enc in [Encoding::Json, Encoding::Binary] {
+            let (mut owned, mut borrowed) = (Vec::new(), Vec::new());
+            enc.encode(&ServerMsg::Msg(m.clone()), &mut owned);
+            enc.encode(&protocol::MsgRef(&m), &mut borrowed);
+            prop_assert_eq!(owned, borrowed);
+        }
+    }
+
     /// `encode` appends: whatever is already in the buffer stays.
     #[test]
     fn encode_appends(msg in server_msg(), prefix in vec(any::<u8>(), 0..16)) {

@@ -116,7 +116,7 @@ fn on_router(shard: &Rc<Shard>, msg: ShardMsg) {
         }
         ShardMsg::Relay { users, msg } => {
             for s in sessions_of(hub, &users) {
-                s.push(&msg);
+                s.push(&*msg);
             }
         }
         ShardMsg::Watch { target, watcher } => watch(hub, target, watcher),

@@ -81,17 +81,17 @@ pub(crate) struct Session {
 impl Session {
     /// Queues `msg` for the client. Live traffic is bounded by
     /// `SEND_QUEUE_BYTES_MAX`; a connection past it is a slow consumer.
-    pub fn push(&self, msg: &ServerMsg) {
+    pub fn push(&self, msg: &impl serde::Serialize) {
         self.queue(msg, false);
     }
 
     /// Queues a catch-up `msg`: bounded by the catch-up machine's window,
     /// so it does not count towards the slow-consumer bound.
-    fn push_catchup(&self, msg: &ServerMsg) {
+    fn push_catchup(&self, msg: &impl serde::Serialize) {
         self.queue(msg, true);
     }
 
-    fn queue(&self, msg: &ServerMsg, catchup: bool) {
+    fn queue(&self, msg: &impl serde::Serialize, catchup: bool) {
         if self.close.get().is_some() {
             return;
         }
@@ -207,7 +207,7 @@ impl Session {
                 }
             }
             catchup::Action::Send(msg) => {
-                let msg = ServerMsg::Msg((*msg).clone());
+                let msg = protocol::MsgRef(&msg);
                 if live {
                     self.push(&msg);
                 } else {

@@ -7,6 +7,20 @@
 //! Every wait is bounded; a wait that runs out panics with the server's log.
 #![allow(dead_code, reason = "each test file uses part of the harness")]
 
+/// Runs each named test body `fn(shards: u16)` as two tests, with one shard
+/// and with two (`one_shard::…`, `two_shards::…`).
+#[macro_export]
+macro_rules! with_one_and_two_shards {
+    ($($name:ident),* $(,)?) => {
+        mod one_shard {
+            $( #[test] fn $name() { super::$name(1); } )*
+        }
+        mod two_shards {
+            $( #[test] fn $name() { super::$name(2); } )*
+        }
+    };
+}
+
 pub mod http;
 pub mod ws;
 
