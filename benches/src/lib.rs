@@ -6,8 +6,10 @@
 //! needs from outside the bench file: a deterministic message generator and
 //! the SQLite baseline.
 //!
-//! What it is not: a load test. End-to-end numbers (connections, shards,
-//! latency histograms) come from `loadgen`. Nothing here is used by the engine.
+//! Beside it, the `chatbench` binary (`src/bin/chatbench.rs`) measures one
+//! running server end to end (1:1 pairs, idle connections). What this crate
+//! is not: a load test at scale; that is `loadgen`. Nothing here is used by
+//! the engine.
 //!
 //! Layout:
 //! - [`Corpus`] (`corpus.rs`): messages with ~100-byte text bodies spread over

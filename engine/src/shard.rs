@@ -211,13 +211,25 @@ impl Shard {
         }
     }
 
-    /// Stops accepting and asks every connection to close, then waits for
-    /// them up to the shutdown grace period.
+    /// After accepting stopped: refuses new sends, lets the sends in flight
+    /// commit and their acks and deliveries reach every shard (for at most
+    /// half the grace period), then asks every connection to close and
+    /// waits for them up to the rest of it.
     pub async fn drain(&self) {
+        let start = std::time::Instant::now();
+        let settle_by = start + self.config.shutdown_grace / 2;
+        self.chat.stop_sends();
+        while !self.chat.is_quiet() && std::time::Instant::now() < settle_by {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.shutdown.quiesce();
+        while !self.shutdown.all_quiesced() && std::time::Instant::now() < settle_by {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
         for (_, c) in self.conns.borrow().iter() {
             c.close();
         }
-        let deadline = std::time::Instant::now() + self.config.shutdown_grace;
+        let deadline = start + self.config.shutdown_grace;
         while !self.conns.borrow().is_empty() && std::time::Instant::now() < deadline {
             monoio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -1,6 +1,6 @@
 //! Process-wide shutdown: any thread requests it, every shard wakes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
 
 use atomic_waker::AtomicWaker;
@@ -10,6 +10,8 @@ use atomic_waker::AtomicWaker;
 pub struct Shutdown {
     requested: AtomicBool,
     wakers: Vec<AtomicWaker>,
+    /// Shards whose conversation owners have finished their in-flight work.
+    quiesced: AtomicUsize,
 }
 
 impl Shutdown {
@@ -17,6 +19,7 @@ impl Shutdown {
         Shutdown {
             requested: AtomicBool::new(false),
             wakers: (0..shards).map(|_| AtomicWaker::new()).collect(),
+            quiesced: AtomicUsize::new(0),
         }
     }
 
@@ -26,6 +29,16 @@ impl Shutdown {
         for w in &self.wakers {
             w.wake();
         }
+    }
+
+    /// A shard has no storage work of its own in flight any more.
+    pub(crate) fn quiesce(&self) {
+        self.quiesced.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Every shard has quiesced: no ack or delivery is still on its way.
+    pub(crate) fn all_quiesced(&self) -> bool {
+        self.quiesced.load(Ordering::Acquire) >= self.wakers.len()
     }
 
     pub fn is_requested(&self) -> bool {

@@ -173,6 +173,13 @@ pub(crate) async fn run(
     conn.feed(&leftover, &mut handler, &mut out);
     drop(leftover);
     loop {
+        // Frames queued for the client go out before any close frame, so
+        // the acks of a shutdown's last commits still arrive.
+        if !conn.closed
+            && let Err((code, reason)) = handler.poll_out(&mut out)
+        {
+            conn.close(&mut out, code, reason);
+        }
         if handle.is_closing() {
             conn.close(&mut out, close::GOING_AWAY, "server shutting down");
         } else if handle.is_idle() {
@@ -181,11 +188,6 @@ pub(crate) async fn run(
             conn.close(&mut out, close::TOKEN_EXPIRED, "token expired");
         } else if handle.take_ping_due() {
             ws::write_ping(&mut out, b"");
-        }
-        if !conn.closed
-            && let Err((code, reason)) = handler.poll_out(&mut out)
-        {
-            conn.close(&mut out, code, reason);
         }
         if !out.is_empty() {
             // A new Vec each time: an idle connection keeps no write buffer.

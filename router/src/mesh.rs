@@ -116,7 +116,8 @@ impl<T> Link<T> {
         None
     }
 
-    fn has_incoming(&self) -> bool {
+    /// Whether a message is waiting for this shard.
+    pub fn has_incoming(&self) -> bool {
         let n = self.mesh.shards;
         (0..n).any(|from| !self.mesh.queue(from, self.me.index()).is_empty())
     }

@@ -80,6 +80,8 @@ pub(crate) struct Hub {
     next_conn: Cell<u64>,
     pub cursors: RefCell<Cursors>,
     pub presence: RefCell<Presence>,
+    /// Shutting down: new sends are refused (retryable).
+    sends_stopped: Cell<bool>,
 }
 
 impl Hub {
@@ -106,7 +108,28 @@ impl Hub {
             next_conn: Cell::new(1),
             cursors: RefCell::new(Cursors::default()),
             presence: RefCell::new(Presence::default()),
+            sends_stopped: Cell::new(false),
         }
+    }
+
+    /// Refuses new sends from now on (shutdown).
+    pub fn stop_sends(&self) {
+        self.sends_stopped.set(true);
+    }
+
+    pub fn sends_stopped(&self) -> bool {
+        self.sends_stopped.get()
+    }
+
+    /// Nothing of this shard's is on its way: no owner storage work, no
+    /// router message waiting here or in the backlog, no cursor write.
+    pub fn is_quiet(&self) -> bool {
+        let cursors = self.cursors.borrow();
+        self.owner.borrow().is_quiet()
+            && !self.link.borrow().has_incoming()
+            && self.backlog.borrow().iter().all(VecDeque::is_empty)
+            && !cursors.in_flight()
+            && cursors.is_empty()
     }
 
     pub fn link(&self) -> &RefCell<Link<ShardMsg>> {

@@ -395,7 +395,9 @@ impl Handler for ChatHandler {
         if out.is_empty() {
             std::mem::swap(out, &mut queued);
         } else {
-            out.append(&mut queued);
+            out.extend_from_slice(&queued);
+            // An idle connection keeps no write buffer.
+            *queued = Vec::new();
         }
         self.in_write += s.sends_queued.replace(0);
         s.catchup_bytes.set(0);
@@ -467,6 +469,11 @@ fn on_client(hub: &Hub, s: &Rc<Session>, msg: ClientMsg) {
 }
 
 fn send(hub: &Hub, s: &Session, conv: ConvId, cmid: ClientMsgId, body: String) {
+    if hub.sends_stopped() {
+        let text = "server shutting down; resend after reconnecting";
+        s.push(&error(None, Some(cmid), ErrorCode::Overloaded, text));
+        return;
+    }
     let append = Append {
         conv,
         sender: s.sender(hub),

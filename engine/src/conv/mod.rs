@@ -464,6 +464,8 @@ pub struct Owner {
     /// The millisecond and counter of the last message id (see `next_id`).
     id_clock: (u64, u64),
     credits: usize,
+    /// The credit granted at the start, to tell when nothing is in flight.
+    credits_granted: usize,
     /// Conversations with work waiting for credit, in the order they ran out.
     starved: VecDeque<ConvId>,
     actions: VecDeque<Action>,
@@ -478,6 +480,7 @@ impl Owner {
             shard,
             id_clock: (0, 0),
             credits,
+            credits_granted: credits,
             starved: VecDeque::new(),
             actions: VecDeque::new(),
             signals_dropped: 0,
@@ -487,6 +490,11 @@ impl Owner {
     /// The next action to carry out, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
+    }
+
+    /// No storage work in flight and no action waiting to be taken.
+    pub fn is_quiet(&self) -> bool {
+        self.credits == self.credits_granted && self.actions.is_empty()
     }
 
     /// Conversations held in memory.

@@ -1,0 +1,87 @@
+//! Graceful shutdown with chat traffic in flight: every send the server
+//! had taken is answered — acked once durable, or refused as retryable —
+//! before the connection gets its 1001, and after a restart every acked
+//! message is there. With one shard and with two.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use protocol::{ErrorCode, Page, ServerMsg, close};
+use support::Options;
+use support::chat::Device;
+
+/// Sends in flight when SIGTERM arrives.
+const SENDS: usize = 300;
+
+fn in_flight_sends_are_answered_before_going_away(shards: u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || {
+        Options::new()
+            .shards(shards)
+            .data_dir(dir.path())
+            .config("shutdown_grace = \"20s\"\n")
+    };
+    let mut server = options().start();
+    let mut alice = Device::online(&server, 1, 1);
+    let conv = alice.direct_open(2).conv;
+    let cmids: Vec<_> = (0..SENDS)
+        .map(|i| alice.post(conv, &format!("m{i}")))
+        .collect();
+    server.sigterm();
+
+    let mut acked = HashSet::new();
+    let mut refused = 0;
+    let code = loop {
+        match alice.client().recv(Duration::from_secs(10)) {
+            Ok(Some(ServerMsg::Ack { cmid, seq, .. })) => {
+                assert!(cmids.contains(&cmid));
+                assert!(acked.insert(seq), "seq {seq} acked twice");
+            }
+            Ok(Some(ServerMsg::Error {
+                cmid: Some(cmid),
+                code,
+                ..
+            })) => {
+                assert!(cmids.contains(&cmid));
+                assert_eq!(code, ErrorCode::Overloaded, "a retryable refusal");
+                refused += 1;
+            }
+            Ok(Some(other)) => panic!("unexpected {other:?}"),
+            Ok(None) => panic!("no close within 10 s of SIGTERM"),
+            Err(e) => break e.close_code(),
+        }
+    };
+    assert_eq!(code, Some(close::GOING_AWAY));
+    assert_eq!(
+        acked.len() + refused,
+        SENDS,
+        "every send is answered before the close ({} acked, {refused} refused)",
+        acked.len()
+    );
+    drop(alice);
+    assert!(server.wait_exit(Duration::from_secs(20)).success());
+
+    let server = options().start();
+    let mut alice = Device::online(&server, 1, 1);
+    let (stored, _) = alice.fetch(conv, Page::After(protocol::Seq::ZERO), 100);
+    let mut all = stored;
+    while all.len() < acked.len() {
+        let last = all.last().map_or(protocol::Seq::ZERO, |m| m.seq);
+        let (more, _) = alice.fetch(conv, Page::After(last), 100);
+        if more.is_empty() {
+            break;
+        }
+        all.extend(more);
+    }
+    let stored: HashSet<_> = all.iter().map(|m| m.seq).collect();
+    assert!(acked.is_subset(&stored), "an acked message was lost");
+    assert_eq!(stored.len(), acked.len(), "stored but never acked");
+}
+
+with_one_and_two_shards!(in_flight_sends_are_answered_before_going_away);
