@@ -18,7 +18,9 @@ use std::task::Poll;
 use std::thread::JoinHandle;
 
 use atomic_waker::AtomicWaker;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, PoisonError};
+
 use crossbeam_queue::ArrayQueue;
 use storage::{Completion, CompletionSink, Store};
 
@@ -132,19 +134,78 @@ impl<E: From<Completion> + Send> CompletionSink for InboxSink<E> {
 
 type Job<E> = Box<dyn FnOnce(&Store) -> E + Send>;
 
-enum ReadJob<E> {
-    Run {
-        inbox: Arc<Inbox<E>>,
-        job: Job<E>,
-    },
-    /// Ends one reader thread (the pool is dropping while shards may still
-    /// hold handles).
-    Stop,
+struct ReadJob<E> {
+    inbox: Arc<Inbox<E>>,
+    job: Job<E>,
+}
+
+/// The read queue: a mutex-guarded deque and a condvar. A reader that finds
+/// it empty sleeps on the condvar at once (a channel's spin-then-yield
+/// backoff costs a `sched_yield` storm per job at low rates), and a submit
+/// wakes a reader only if one is asleep.
+struct JobQueue<E> {
+    state: Mutex<QueueState<E>>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+struct QueueState<E> {
+    jobs: VecDeque<ReadJob<E>>,
+    /// Readers asleep on `ready`.
+    sleeping: usize,
+    /// The pool is dropping: readers finish the queue, then exit.
+    stopping: bool,
+}
+
+impl<E> JobQueue<E> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState<E>> {
+        // A reader panicking inside a job does not hold the lock; a
+        // poisoned queue is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn try_push(&self, job: ReadJob<E>) -> Result<(), ReadRefused> {
+        let mut state = self.lock();
+        if state.stopping || state.jobs.len() >= self.capacity {
+            return Err(ReadRefused);
+        }
+        state.jobs.push_back(job);
+        let wake = state.sleeping > 0;
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The next job, or `None` once stopping and empty.
+    fn pop(&self) -> Option<ReadJob<E>> {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            if state.stopping {
+                return None;
+            }
+            state.sleeping += 1;
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+            state.sleeping -= 1;
+        }
+    }
+
+    fn stop(&self) {
+        self.lock().stopping = true;
+        self.ready.notify_all();
+    }
 }
 
 /// Threads that run blocking reads for the shards.
 pub struct ReadPool<E> {
-    tx: Option<Sender<ReadJob<E>>>,
+    queue: Arc<JobQueue<E>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -155,28 +216,30 @@ impl<E: Send + 'static> ReadPool<E> {
         threads: usize,
         queue_depth: usize,
     ) -> std::io::Result<ReadPool<E>> {
-        let (tx, rx) = crossbeam_channel::bounded::<ReadJob<E>>(queue_depth.max(1));
+        let queue = Arc::new(JobQueue {
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::new(),
+                sleeping: 0,
+                stopping: false,
+            }),
+            ready: Condvar::new(),
+            capacity: queue_depth.max(1),
+        });
         let threads = (0..threads.max(1))
             .map(|i| {
-                let (store, rx) = (store.clone(), rx.clone());
+                let (store, queue) = (store.clone(), queue.clone());
                 std::thread::Builder::new()
                     .name(format!("storage-reader-{i}"))
-                    .spawn(move || read_loop(&store, &rx))
+                    .spawn(move || read_loop(&store, &queue))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(ReadPool {
-            tx: Some(tx),
-            threads,
-        })
+        Ok(ReadPool { queue, threads })
     }
 
     /// A handle shards use to submit reads.
     pub fn handle(&self) -> ReadHandle<E> {
         ReadHandle {
-            tx: self
-                .tx
-                .clone()
-                .expect("the sender lives until the pool drops"),
+            queue: self.queue.clone(),
         }
     }
 }
@@ -191,12 +254,9 @@ impl<E> std::fmt::Debug for ReadPool<E> {
 
 impl<E> Drop for ReadPool<E> {
     fn drop(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            for _ in &self.threads {
-                // Queued reads run first; a reader that is gone needs no stop.
-                let _ = tx.send(ReadJob::Stop);
-            }
-        }
+        // Queued reads run first; shards may still hold handles, whose
+        // later submissions are refused.
+        self.queue.stop();
         for t in self.threads.drain(..) {
             if t.join().is_err() {
                 tracing::error!("a storage reader thread panicked");
@@ -205,8 +265,8 @@ impl<E> Drop for ReadPool<E> {
     }
 }
 
-fn read_loop<E>(store: &Store, rx: &Receiver<ReadJob<E>>) {
-    while let Ok(ReadJob::Run { inbox, job }) = rx.recv() {
+fn read_loop<E>(store: &Store, queue: &JobQueue<E>) {
+    while let Some(ReadJob { inbox, job }) = queue.pop() {
         inbox.push(job(store));
         inbox.wake();
     }
@@ -214,13 +274,13 @@ fn read_loop<E>(store: &Store, rx: &Receiver<ReadJob<E>>) {
 
 /// Submits reads to a [`ReadPool`]; cheap to clone, one per shard.
 pub struct ReadHandle<E> {
-    tx: Sender<ReadJob<E>>,
+    queue: Arc<JobQueue<E>>,
 }
 
 impl<E> std::fmt::Debug for ReadHandle<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReadHandle")
-            .field("queued", &self.tx.len())
+            .field("queued", &self.queue.lock().jobs.len())
             .finish()
     }
 }
@@ -228,7 +288,7 @@ impl<E> std::fmt::Debug for ReadHandle<E> {
 impl<E> Clone for ReadHandle<E> {
     fn clone(&self) -> Self {
         ReadHandle {
-            tx: self.tx.clone(),
+            queue: self.queue.clone(),
         }
     }
 }
@@ -245,12 +305,9 @@ impl<E> ReadHandle<E> {
         inbox: &Arc<Inbox<E>>,
         job: impl FnOnce(&Store) -> E + Send + 'static,
     ) -> Result<(), ReadRefused> {
-        let job = ReadJob::Run {
+        self.queue.try_push(ReadJob {
             inbox: inbox.clone(),
             job: Box::new(job),
-        };
-        self.tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) | TrySendError::Disconnected(_) => ReadRefused,
         })
     }
 }
@@ -396,5 +453,28 @@ mod tests {
         block_tx.send(()).unwrap();
         assert!(matches!(next(&inbox), Event::LastSeq(Seq(0))));
         assert!(matches!(next(&inbox), Event::LastSeq(Seq(1))));
+    }
+
+    #[test]
+    fn dropping_the_pool_stops_its_readers_while_handles_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(storage::Config::new(dir.path())).unwrap();
+        let inbox = Inbox::<Event>::new(8);
+        let pool = ReadPool::<Event>::start(&store, 2, 4).unwrap();
+        let handle = pool.handle();
+        handle.try_read(&inbox, |_| Event::LastSeq(Seq(7))).unwrap();
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            drop(pool);
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the pool's drop returns although a shard still holds a handle");
+        assert!(
+            matches!(next(&inbox), Event::LastSeq(Seq(7))),
+            "queued reads ran first"
+        );
+        assert!(handle.try_read(&inbox, |_| Event::LastSeq(Seq(8))).is_err());
     }
 }

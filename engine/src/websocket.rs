@@ -139,6 +139,11 @@ impl Conn<'_> {
                 Ok(n) => {
                     handle.heard(Instant::now());
                     self.feed(&scratch[..n], h, out);
+                    if n < scratch.len() {
+                        // Drained for now; the next readiness wait says
+                        // when there is more (saves a recv that would block).
+                        return Ok(());
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
