@@ -50,6 +50,11 @@ pub struct Config {
     /// Bytes a shard reads from the network at once (one buffer per shard,
     /// not per connection). Default 64 KiB.
     pub read_buffer_bytes: usize,
+    /// Members of one group, its creator included; past it, `group_full`.
+    /// Default 100,000 (`GROUP_MEMBERS_MAX`, also the most allowed).
+    pub group_members_max: usize,
+    /// Groups one user may be in; past it, `too_many_groups`. Default 10,000.
+    pub groups_per_user_max: usize,
 }
 
 impl Default for Config {
@@ -68,6 +73,8 @@ impl Default for Config {
             connections_per_shard_max: 200_000,
             router_queue_depth: 8_192,
             read_buffer_bytes: 64 * 1024,
+            group_members_max: protocol::limits::GROUP_MEMBERS_MAX,
+            groups_per_user_max: 10_000,
         }
     }
 }
@@ -134,6 +141,14 @@ impl Config {
         }
         if self.read_buffer_bytes < 4096 {
             return invalid("read_buffer_bytes must be at least 4096");
+        }
+        if self.group_members_max < 2
+            || self.group_members_max > protocol::limits::GROUP_MEMBERS_MAX
+        {
+            return invalid("group_members_max must be between 2 and 100000");
+        }
+        if self.groups_per_user_max == 0 {
+            return invalid("groups_per_user_max must be non-zero");
         }
         if !self.dev && self.token_secret.is_none() {
             return invalid("token_secret is required (or run with --dev)");

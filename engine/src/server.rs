@@ -97,6 +97,11 @@ impl Server {
                     link,
                     store: store.clone(),
                     reads: reads.handle(),
+                    limits: crate::conv::OwnerLimits {
+                        group_members_max: config.group_members_max,
+                        groups_per_user_max: config.groups_per_user_max,
+                        ..crate::conv::OwnerLimits::default()
+                    },
                 },
             };
             let thread = std::thread::Builder::new()

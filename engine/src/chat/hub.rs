@@ -31,11 +31,16 @@ pub(crate) const INBOX_CAPACITY: usize = OWNER_CREDITS + SESSION_SLOTS;
 /// full, before it drops (and counts) live traffic.
 const BACKLOG_MAX: usize = 65_536;
 
+/// Members one `Deliver` router message carries at most: a group's
+/// fan-out to a shard is split so no single message stalls its pump.
+pub(crate) const FANOUT_CHUNK: usize = 1024;
+
 /// What a shard's hub is built from; everything in it can cross threads.
 pub(crate) struct HubInit {
     pub link: Link<ShardMsg>,
     pub store: Store,
     pub reads: ReadHandle<StoreEvent>,
+    pub limits: OwnerLimits,
 }
 
 /// What a write's completion is for.
@@ -95,7 +100,7 @@ impl Hub {
             link: RefCell::new(init.link),
             backlog: RefCell::new((0..shards).map(|_| VecDeque::new()).collect()),
             dropped: Cell::new(0),
-            owner: RefCell::new(Owner::new(me, OwnerLimits::default(), OWNER_CREDITS)),
+            owner: RefCell::new(Owner::new(me, init.limits, OWNER_CREDITS)),
             store: init.store,
             reads: init.reads,
             sink: Arc::new(InboxSink(inbox.clone())),
@@ -291,7 +296,51 @@ impl Hub {
                     self.owner.borrow_mut().on_created(conv, false);
                 }
             }
+            Action::CountGroups { conv, order, users } => {
+                self.owner_read(move |s| StoreEvent::Counted {
+                    conv,
+                    order,
+                    counts: jobs::group_counts(s, &users),
+                });
+            }
+            Action::WriteEvents {
+                msgs,
+                meta,
+                put,
+                remove,
+            } => self.write_events(&msgs, meta, put, remove),
             other => self.owner_reply(other),
+        }
+    }
+
+    /// Commits a group change: metadata, member records and its events, in
+    /// one atomic write.
+    fn write_events(
+        &self,
+        msgs: &[Arc<protocol::Message>],
+        meta: storage::Conversation,
+        put: Vec<(UserId, storage::Membership)>,
+        remove: Vec<UserId>,
+    ) {
+        let conv = meta.id;
+        let seq = msgs.last().map_or(protocol::Seq::ZERO, |m| m.seq);
+        let mut ops = vec![Op::PutConv(meta)];
+        ops.extend(put.into_iter().map(|(user, membership)| Op::PutMember {
+            conv,
+            user,
+            membership,
+        }));
+        ops.extend(
+            remove
+                .into_iter()
+                .map(|user| Op::RemoveMember { conv, user }),
+        );
+        ops.extend(msgs.iter().map(|m| Op::Append {
+            msg: (**m).clone(),
+            dedupe: None,
+        }));
+        if !self.write(ops, Ticket::Append { conv, seq }) {
+            self.owner.borrow_mut().on_written(conv, seq, false);
         }
     }
 
@@ -314,11 +363,16 @@ impl Hub {
                 self.reply(to.shard, to.conn, msg);
             }
             Action::Deliver { msg, members } => {
+                // Chunked: a huge group's fan-out is many router messages,
+                // each a bounded amount of work for the receiving pump.
                 for (shard, users) in self.by_home(&members, None) {
-                    let msg = msg.clone();
-                    self.forward(shard, ShardMsg::Deliver { msg, users });
+                    for chunk in users.chunks(FANOUT_CHUNK) {
+                        let (msg, users) = (msg.clone(), chunk.to_vec());
+                        self.forward(shard, ShardMsg::Deliver { msg, users });
+                    }
                 }
             }
+            Action::Done { to } => self.reply(to.shard, to.conn, ServerMsg::Ok { rid: to.rid }),
             Action::Info { to, info } => {
                 let msg = ServerMsg::Conv {
                     rid: to.rid,
@@ -359,7 +413,9 @@ impl Hub {
             Action::Load(_)
             | Action::Lookup { .. }
             | Action::Write { .. }
-            | Action::Create { .. } => unreachable!("storage actions are handled above"),
+            | Action::Create { .. }
+            | Action::CountGroups { .. }
+            | Action::WriteEvents { .. } => unreachable!("storage actions are handled above"),
         }
     }
 
@@ -466,10 +522,14 @@ fn send_refusal(code: ErrorCode) -> &'static str {
 
 fn request_refusal(code: ErrorCode) -> &'static str {
     match code {
-        ErrorCode::Forbidden => "not a member of this conversation",
-        ErrorCode::NotFound => "no such conversation",
+        ErrorCode::Forbidden => "not a member, or not an admin of this group",
+        ErrorCode::NotFound => "no such conversation or member",
         ErrorCode::Overloaded => "the conversation is busy; retry",
         ErrorCode::Internal => "the request failed; retry",
+        ErrorCode::Conflict => "conflicts with the conversation's state",
+        ErrorCode::GroupFull => "the group is at its member limit",
+        ErrorCode::TooManyGroups => "a user is in the maximum number of groups",
+        ErrorCode::BadRequest => "not possible for this conversation",
         _ => "refused",
     }
 }

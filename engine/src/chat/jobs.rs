@@ -48,6 +48,12 @@ pub(crate) enum StoreEvent {
         conn: u64,
         msg: ServerMsg,
     },
+    /// How many groups each user is in (for a group operation's limit).
+    Counted {
+        conv: ConvId,
+        order: u64,
+        counts: storage::Result<HashMap<UserId, usize>>,
+    },
     /// Which of the asked users share a conversation with the session's user.
     Watchable {
         conn: u64,
@@ -109,13 +115,21 @@ pub(crate) fn conv_starts(
             last_seq,
             delivered: delivered.get(&conv).copied().unwrap_or(Seq::ZERO),
             read: read.get(&conv).copied().unwrap_or(Seq::ZERO),
-            joined: m.joined,
+            // The machine's `joined` is the last seq the member is not owed.
+            joined: visible_after(m.joined),
         })
         .collect())
 }
 
+/// The last seq a member who joined at `joined` may not see: a member sees
+/// the event that added it and everything after (PROTOCOL.md); a direct
+/// conversation's members (joined 0) see everything.
+fn visible_after(joined: Seq) -> Seq {
+    Seq(joined.0.saturating_sub(1))
+}
+
 /// One `fetch`: membership check, then a page of what the member may see
-/// (messages after the event that added it), cut at `HISTORY_PAGE_BYTES_MAX`.
+/// (from the event that added it on), cut at `HISTORY_PAGE_BYTES_MAX`.
 pub(crate) fn fetch(
     store: &Store,
     user: UserId,
@@ -157,7 +171,7 @@ fn fetch_page(
             "not a member of this conversation",
         )));
     };
-    let floor = member.joined;
+    let floor = visible_after(member.joined);
     // One more than asked says whether anything lies beyond the page.
     let (mut msgs, mut more) = match from {
         Page::Latest => {
@@ -232,6 +246,24 @@ fn cut_to_page_bytes(msgs: &mut Vec<Message>, from: Page) -> bool {
         }
     }
     true
+}
+
+/// How many groups each of `users` is in.
+pub(crate) fn group_counts(
+    store: &Store,
+    users: &[UserId],
+) -> storage::Result<HashMap<UserId, usize>> {
+    users
+        .iter()
+        .map(|&u| {
+            let n = store
+                .user_convs(u)?
+                .iter()
+                .filter(|(c, _, _)| c.is_group())
+                .count();
+            Ok((u, n))
+        })
+        .collect()
 }
 
 /// Which of `targets` share a conversation with `user` (presence is only

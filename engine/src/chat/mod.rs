@@ -32,7 +32,7 @@ use std::sync::Arc;
 use protocol::token::Claims;
 use protocol::{ConvId, Encoding, Message, ServerMsg, UserId};
 
-use crate::conv::{Append, Reply, Sender, Signal};
+use crate::conv::{Append, GroupRequest, Reply, Sender, Signal};
 use crate::handoff::Detached;
 
 pub(crate) use hub::{Hub, HubInit, INBOX_CAPACITY};
@@ -54,6 +54,8 @@ pub(crate) enum ShardMsg {
         requester: UserId,
         reply: Reply,
     },
+    /// To a group's owner: a `group_*` request.
+    Group(GroupRequest),
     /// To a conversation's owner: `recv`, `read` or `typing`.
     Signal {
         conv: ConvId,

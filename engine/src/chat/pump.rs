@@ -31,8 +31,7 @@ pub(crate) async fn pump(shard: Rc<Shard>) {
             let Some((_, msg)) = msg else {
                 break;
             };
-            on_router(&shard, msg);
-            handled += 1;
+            handled += on_router(&shard, msg);
         }
         while handled < EVENTS_PER_TURN_MAX {
             let Some(event) = hub.inbox.pop() else {
@@ -45,7 +44,7 @@ pub(crate) async fn pump(shard: Rc<Shard>) {
         hub.flush_cursors();
         let backlog = hub.drain_backlog();
         hub.flush();
-        if handled == EVENTS_PER_TURN_MAX {
+        if handled >= EVENTS_PER_TURN_MAX {
             // More may be waiting: let the connections run, then go on.
             yield_now().await;
             continue;
@@ -86,8 +85,14 @@ async fn wait_for_work(hub: &Hub) {
     .await;
 }
 
-fn on_router(shard: &Rc<Shard>, msg: ShardMsg) {
+/// Handles one router message; returns its weight against
+/// `EVENTS_PER_TURN_MAX` (a delivery to many users weighs more).
+fn on_router(shard: &Rc<Shard>, msg: ShardMsg) -> usize {
     let hub = &shard.chat;
+    let weight = match &msg {
+        ShardMsg::Deliver { users, .. } | ShardMsg::Relay { users, .. } => 1 + users.len() / 64,
+        _ => 1,
+    };
     match msg {
         ShardMsg::Handoff(h) => attach(shard, *h),
         ShardMsg::Append(a) => hub.owner.borrow_mut().on_append(a, now_millis()),
@@ -100,6 +105,7 @@ fn on_router(shard: &Rc<Shard>, msg: ShardMsg) {
             .owner
             .borrow_mut()
             .on_open_direct(conv, pair, requester, reply, now_millis()),
+        ShardMsg::Group(req) => hub.owner.borrow_mut().on_group(req, now_millis()),
         ShardMsg::Signal { conv, from, signal } => {
             hub.owner.borrow_mut().on_signal(conv, from, signal);
         }
@@ -124,6 +130,7 @@ fn on_router(shard: &Rc<Shard>, msg: ShardMsg) {
             hub.presence.borrow_mut().unwatch(target, watcher);
         }
     }
+    weight
 }
 
 /// The sessions of `users` on this shard.
@@ -195,6 +202,17 @@ fn on_store(hub: &Hub, event: StoreEvent) {
                 None
             });
             hub.owner.borrow_mut().on_loaded(conv, loaded);
+        }
+        StoreEvent::Counted {
+            conv,
+            order,
+            counts,
+        } => {
+            let counts = counts.unwrap_or_else(|e| {
+                tracing::error!(cause = %e, conv = conv.0, "group count read failed");
+                std::collections::HashMap::new()
+            });
+            hub.owner.borrow_mut().on_counted(conv, order, counts);
         }
         StoreEvent::Looked { conv, key, found } => {
             let found = found.unwrap_or_else(|e| {

@@ -16,7 +16,7 @@ use super::hub::{Hub, Ticket, error, now_millis};
 use super::jobs::{self, StoreEvent};
 use super::{ShardMsg, Watcher};
 use crate::catchup::{self, CatchUp, CatchUpLimits};
-use crate::conv::{Append, Reply, Sender, Signal};
+use crate::conv::{Append, GroupOp, GroupRequest, Reply, Sender, Signal};
 use crate::shard::{ConnGuard, ConnHandle, Shard};
 use crate::websocket::{self, Data, Handler};
 use crate::ws;
@@ -454,17 +454,60 @@ fn on_client(hub: &Hub, s: &Rc<Session>, msg: ClientMsg) {
                 users: jobs::watchable(st, user, &users),
             });
         }
-        ClientMsg::GroupCreate { rid, .. }
-        | ClientMsg::GroupRename { rid, .. }
-        | ClientMsg::GroupAdd { rid, .. }
-        | ClientMsg::GroupRemove { rid, .. }
-        | ClientMsg::GroupLeave { rid, .. }
-        | ClientMsg::GroupSetRole { rid, .. } => s.push(&error(
+        ClientMsg::GroupCreate {
+            rid,
+            title,
+            members,
+        } => match new_group_id() {
+            Some(conv) => group(hub, s, rid, conv, GroupOp::Create { title, members }),
+            None => s.push(&error(Some(rid), None, ErrorCode::Internal, "no group id")),
+        },
+        ClientMsg::GroupRename { rid, conv, title } => {
+            group(hub, s, rid, conv, GroupOp::Rename { title });
+        }
+        ClientMsg::GroupAdd { rid, conv, users } => {
+            group(hub, s, rid, conv, GroupOp::Add { users });
+        }
+        ClientMsg::GroupRemove { rid, conv, users } => {
+            group(hub, s, rid, conv, GroupOp::Remove { users });
+        }
+        ClientMsg::GroupLeave { rid, conv } => group(hub, s, rid, conv, GroupOp::Leave),
+        ClientMsg::GroupSetRole {
+            rid,
+            conv,
+            user,
+            role,
+        } => group(hub, s, rid, conv, GroupOp::SetRole { user, role }),
+    }
+}
+
+/// A fresh random group id (top bit set); `None` if the OS has no
+/// randomness to give.
+fn new_group_id() -> Option<ConvId> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(ConvId::group(u64::from_le_bytes(bytes)))
+}
+
+fn group(hub: &Hub, s: &Session, rid: protocol::RequestId, conv: ConvId, op: GroupOp) {
+    if !conv.is_group() {
+        let text = "not a group conversation";
+        s.push(&error(Some(rid), None, ErrorCode::BadRequest, text));
+        return;
+    }
+    let req = GroupRequest {
+        conv,
+        by: s.sender(hub),
+        rid,
+        op,
+    };
+    if hub.route(hub.owner_of(conv), ShardMsg::Group(req)).is_err() {
+        s.push(&error(
             Some(rid),
             None,
-            ErrorCode::BadRequest,
-            "group operations are not available on this server version",
-        )),
+            ErrorCode::Overloaded,
+            "server busy; retry",
+        ));
     }
 }
 

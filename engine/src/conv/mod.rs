@@ -82,6 +82,26 @@ pub enum Signal {
     Typing(bool),
 }
 
+/// A group operation: the protocol's `group_*` requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupOp {
+    Create { title: String, members: Vec<UserId> },
+    Rename { title: String },
+    Add { users: Vec<UserId> },
+    Remove { users: Vec<UserId> },
+    Leave,
+    SetRole { user: UserId, role: Role },
+}
+
+/// A group operation as the group's owner receives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRequest {
+    pub conv: ConvId,
+    pub by: Sender,
+    pub rid: RequestId,
+    pub op: GroupOp,
+}
+
 /// What the shard must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -154,6 +174,24 @@ pub enum Action {
         conv: ConvId,
         code: ErrorCode,
     },
+    /// Count the groups each of `users` is in and call
+    /// [`Owner::on_counted`] with `order`.
+    CountGroups {
+        conv: ConvId,
+        order: u64,
+        users: Vec<UserId>,
+    },
+    /// Commit a group change atomically: the metadata, the member records
+    /// to put and to remove, and the event messages (consecutive seqs, no
+    /// dedupe); call [`Owner::on_written`] with the last event's seq.
+    WriteEvents {
+        msgs: Vec<Arc<Message>>,
+        meta: Conversation,
+        put: Vec<(UserId, Membership)>,
+        remove: Vec<UserId>,
+    },
+    /// Answer the request with `ok`.
+    Done { to: Reply },
 }
 
 /// A loaded conversation, as the store returned it.
@@ -187,6 +225,10 @@ pub struct OwnerLimits {
     /// outcomes (resends then look up the store) and the cursors seen since
     /// the load (a stale `recv` may then be stored once more).
     pub convs_max: usize,
+    /// Members of one group, its creator included (`group_full` past it).
+    pub group_members_max: usize,
+    /// Groups one user may be in (`too_many_groups` past it).
+    pub groups_per_user_max: usize,
 }
 
 impl Default for OwnerLimits {
@@ -196,6 +238,8 @@ impl Default for OwnerLimits {
             recent_max: 256,
             signals_max: 256,
             convs_max: 100_000,
+            group_members_max: protocol::limits::GROUP_MEMBERS_MAX,
+            groups_per_user_max: 10_000,
         }
     }
 }
@@ -223,7 +267,39 @@ struct Queued {
     append: Append,
     ts: UnixMillis,
     lookup: Lookup,
+    /// Arrival order among the conversation's appends and group operations.
+    order: u64,
 }
+
+/// A group operation waiting for its turn (and its group counts).
+#[derive(Debug)]
+struct QueuedOp {
+    req: GroupRequest,
+    ts: UnixMillis,
+    order: u64,
+    counts: Counts,
+}
+
+#[derive(Debug)]
+enum Counts {
+    NotSent,
+    Sent,
+    Done(HashMap<UserId, usize>),
+}
+
+/// A group change written and not yet durable.
+#[derive(Debug)]
+struct EventWrite {
+    msgs: Vec<Arc<Message>>,
+    /// Members before and after the change: they all get its events.
+    fanout: Arc<[UserId]>,
+    reply: Reply,
+    answer_ok: bool,
+}
+
+/// A text message written and not yet durable: the message, its sender and
+/// cmid, and the members when its seq was assigned (who must get it).
+type Writing = (Arc<Message>, Sender, ClientMsgId, Arc<[UserId]>);
 
 /// A `direct_open` waiting for the load or the create.
 #[derive(Clone, Copy, Debug)]
@@ -246,6 +322,9 @@ struct Meta {
     members: Vec<Member>,
     /// The same users, shared by every `Deliver` and `Relay`.
     fanout: Arc<[UserId]>,
+    creator: UserId,
+    created: UnixMillis,
+    history_visible: bool,
 }
 
 impl Meta {
@@ -254,6 +333,9 @@ impl Meta {
             kind: meta.kind,
             title: meta.title,
             participants: meta.participants,
+            creator: meta.creator,
+            created: meta.created,
+            history_visible: meta.history_visible,
             members: members
                 .iter()
                 .map(|&(user, m)| Member {
@@ -268,6 +350,41 @@ impl Meta {
 
     fn is_member(&self, user: UserId) -> bool {
         self.fanout.contains(&user)
+    }
+
+    /// A new group, as a plan creates it.
+    fn group(by: UserId, now: UnixMillis, plan: &group::Plan) -> Meta {
+        Meta {
+            kind: ConvKind::Group,
+            title: plan.title.clone(),
+            participants: None,
+            members: plan.members.clone(),
+            fanout: plan.members.iter().map(|m| m.user).collect(),
+            creator: by,
+            created: now,
+            history_visible: false,
+        }
+    }
+
+    /// Takes the title and members a plan leaves.
+    fn apply(&mut self, plan: &group::Plan) {
+        self.title.clone_from(&plan.title);
+        self.members.clone_from(&plan.members);
+        self.fanout = plan.members.iter().map(|m| m.user).collect();
+    }
+
+    /// The stored form of the metadata.
+    fn record(&self, id: ConvId) -> Conversation {
+        Conversation {
+            id,
+            kind: self.kind,
+            title: self.title.clone(),
+            creator: self.creator,
+            created: self.created,
+            members: u32::try_from(self.members.len()).unwrap_or(u32::MAX),
+            history_visible: self.history_visible,
+            participants: self.participants,
+        }
     }
 
     fn info(&self, conv: ConvId, last_seq: Seq) -> ConvInfo {
@@ -295,7 +412,13 @@ struct Conv {
     /// Sends written but not yet durable, with resends waiting on them.
     in_flight: HashMap<SendKey, Vec<Sender>>,
     /// Messages written but not yet durable, by seq.
-    writing: HashMap<Seq, (Arc<Message>, Sender, ClientMsgId)>,
+    writing: HashMap<Seq, Writing>,
+    /// Group operations waiting, in arrival order.
+    ops: VecDeque<QueuedOp>,
+    /// Group changes written but not yet durable, by their last seq.
+    events: HashMap<Seq, EventWrite>,
+    /// The next arrival number (orders appends against group operations).
+    arrivals: u64,
     /// Recently committed outcomes, oldest first.
     recent: VecDeque<(SendKey, SendOutcome)>,
     /// Opens waiting for the load or the create.
@@ -317,6 +440,8 @@ impl Conv {
             && self.queue.is_empty()
             && self.in_flight.is_empty()
             && self.writing.is_empty()
+            && self.ops.is_empty()
+            && self.events.is_empty()
             && self.opens.is_empty()
             && self.creating.is_none()
             && self.signals.is_empty()
@@ -522,12 +647,51 @@ impl Owner {
             });
             return;
         }
+        let order = conv.arrivals;
+        conv.arrivals += 1;
         conv.queue.push_back(Queued {
             append,
             ts: now,
             lookup: Lookup::NotSent,
+            order,
         });
         self.pump(conv_id);
+    }
+
+    /// A group operation arrived; it takes its turn among the group's
+    /// appends, then is answered with `Info`, `Done` (a leave) or `Fail`.
+    /// `now` stamps its events.
+    pub fn on_group(&mut self, req: GroupRequest, now: UnixMillis) {
+        self.evict_idle();
+        let conv_id = req.conv;
+        let conv = self.convs.entry(conv_id).or_default();
+        if conv.ops.len() >= self.limits.queue_max {
+            let to = reply_to(&req);
+            let code = ErrorCode::Overloaded;
+            self.actions.push_back(Action::Fail { to, code });
+            return;
+        }
+        let order = conv.arrivals;
+        conv.arrivals += 1;
+        conv.ops.push_back(QueuedOp {
+            req,
+            ts: now,
+            order,
+            counts: Counts::NotSent,
+        });
+        self.pump(conv_id);
+    }
+
+    /// The `CountGroups` of the operation `order` finished.
+    pub fn on_counted(&mut self, conv_id: ConvId, order: u64, counts: HashMap<UserId, usize>) {
+        self.credits += 1;
+        if let Some(conv) = self.convs.get_mut(&conv_id) {
+            if let Some(op) = conv.ops.iter_mut().find(|o| o.order == order) {
+                op.counts = Counts::Done(counts);
+            }
+            self.pump(conv_id);
+        }
+        self.feed_starved();
     }
 
     /// `requester` opens the direct conversation `conv` (==
@@ -680,7 +844,32 @@ impl Owner {
         let Some(conv) = self.convs.get_mut(&conv_id) else {
             return;
         };
-        let Some((msg, sender, cmid)) = conv.writing.remove(&seq) else {
+        if let Some(ev) = conv.events.remove(&seq) {
+            if ok {
+                conv.durable_seq = conv.durable_seq.max(seq);
+            }
+            let meta = conv.meta.as_ref().expect("a group with changes exists");
+            let answer = match (ok, ev.answer_ok) {
+                (false, _) => Action::Fail {
+                    to: ev.reply,
+                    code: ErrorCode::Internal,
+                },
+                (true, true) => Action::Done { to: ev.reply },
+                (true, false) => Action::Info {
+                    to: ev.reply,
+                    info: meta.info(conv_id, conv.durable_seq),
+                },
+            };
+            self.actions.push_back(answer);
+            if ok {
+                for msg in ev.msgs {
+                    let members = ev.fanout.clone();
+                    self.actions.push_back(Action::Deliver { msg, members });
+                }
+            }
+            return;
+        }
+        let Some((msg, sender, cmid, fanout)) = conv.writing.remove(&seq) else {
             return;
         };
         let k = (sender.user, sender.device, cmid);
@@ -710,13 +899,9 @@ impl Owner {
         for to in everyone {
             self.actions.push_back(Action::Ack { to, cmid, outcome });
         }
-        let meta = conv
-            .meta
-            .as_ref()
-            .expect("a conversation with writes exists");
         self.actions.push_back(Action::Deliver {
             msg,
-            members: meta.fanout.clone(),
+            members: fanout,
         });
     }
 
@@ -750,7 +935,7 @@ impl Owner {
         if self.load(conv_id) {
             self.serve_signals(conv_id);
             self.serve_opens(conv_id);
-            self.serve_appends(conv_id);
+            self.serve_queue(conv_id);
         }
     }
 
@@ -809,12 +994,13 @@ impl Owner {
         self.actions.push_back(Action::Create { meta, members });
     }
 
-    /// Sends the appends' lookups, then answers or writes the head appends
-    /// in order. Appends to a conversation that does not exist are refused
-    /// without a lookup.
-    fn serve_appends(&mut self, conv_id: ConvId) {
+    /// Sends the appends' lookups and the group operations' counts, then
+    /// serves the heads of both queues in arrival order. Appends to a
+    /// conversation that does not exist (and is not being created) are
+    /// refused without a lookup.
+    fn serve_queue(&mut self, conv_id: ConvId) {
         let conv = self.convs.get_mut(&conv_id).expect("a pumped conv exists");
-        if conv.meta.is_none() {
+        if conv.meta.is_none() && conv.ops.is_empty() {
             for q in conv.queue.drain(..) {
                 self.actions.push_back(Action::Refuse {
                     to: q.append.sender,
@@ -824,11 +1010,155 @@ impl Owner {
             }
             return;
         }
-        if !self.send_lookups(conv_id) {
+        if !self.send_lookups(conv_id) || !self.send_counts(conv_id) {
             self.starve(conv_id);
             return;
         }
-        while self.serve_head(conv_id) {}
+        loop {
+            let conv = self.convs.get(&conv_id).expect("a pumped conv exists");
+            let op_first = match (conv.queue.front(), conv.ops.front()) {
+                (Some(a), Some(o)) => o.order < a.order,
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            let served = if op_first {
+                self.serve_op(conv_id)
+            } else {
+                self.serve_head(conv_id)
+            };
+            if !served {
+                return;
+            }
+        }
+    }
+
+    /// Asks for the group counts the waiting operations need; `false` if
+    /// credit ran out.
+    fn send_counts(&mut self, conv_id: ConvId) -> bool {
+        let conv = self.convs.get_mut(&conv_id).expect("a pumped conv exists");
+        for i in 0..conv.ops.len() {
+            let op = &conv.ops[i];
+            if !matches!(op.counts, Counts::NotSent) {
+                continue;
+            }
+            let users = group::newcomers(conv.meta.as_ref(), op.req.by.user, &op.req.op);
+            if users.is_empty() {
+                conv.ops[i].counts = Counts::Done(HashMap::new());
+                continue;
+            }
+            if self.credits == 0 {
+                return false;
+            }
+            self.credits -= 1;
+            let order = op.order;
+            conv.ops[i].counts = Counts::Sent;
+            self.actions.push_back(Action::CountGroups {
+                conv: conv_id,
+                order,
+                users,
+            });
+        }
+        true
+    }
+
+    /// Plans the head group operation once its counts are in, and answers
+    /// or writes it; `true` if it was taken off the queue.
+    fn serve_op(&mut self, conv_id: ConvId) -> bool {
+        let conv = self.convs.get(&conv_id).expect("a pumped conv exists");
+        let op = conv.ops.front().expect("the caller saw it");
+        let Counts::Done(counts) = &op.counts else {
+            return false;
+        };
+        let plan = group::plan(
+            conv.meta.as_ref(),
+            op.req.by.user,
+            &op.req.op,
+            &self.limits,
+            counts,
+        );
+        match plan {
+            Err(code) => {
+                let conv = self.convs.get_mut(&conv_id).expect("found above");
+                let op = conv.ops.pop_front().expect("the front exists");
+                let to = reply_to(&op.req);
+                self.actions.push_back(Action::Fail { to, code });
+            }
+            Ok(plan) => {
+                if !self.take_credit() {
+                    self.starve(conv_id);
+                    return false;
+                }
+                self.write_op(conv_id, plan);
+            }
+        }
+        true
+    }
+
+    /// Assigns seqs to a planned group change, applies it to the in-memory
+    /// group (later operations and messages see it), and asks for the write.
+    fn write_op(&mut self, conv_id: ConvId, mut plan: group::Plan) {
+        let conv = self.convs.get_mut(&conv_id).expect("the caller found it");
+        let q = conv.ops.pop_front().expect("the caller saw the front");
+        let by = q.req.by;
+        plan.settle(conv.last_seq.next());
+        let mut msgs = Vec::with_capacity(plan.events.len());
+        for event in std::mem::take(&mut plan.events) {
+            let seq = conv.last_seq.next();
+            conv.last_seq = seq;
+            msgs.push(Arc::new(Message {
+                conv: conv_id,
+                seq,
+                id: next_id(&mut self.id_clock, self.shard, q.ts),
+                from: by.user,
+                device: by.device,
+                ts: q.ts,
+                content: Content::Event(event),
+            }));
+        }
+        let before = conv.meta.as_ref().map(|m| m.fanout.clone());
+        match &mut conv.meta {
+            Some(meta) => meta.apply(&plan),
+            None => conv.meta = Some(Meta::group(by.user, q.ts, &plan)),
+        }
+        let meta = conv.meta.as_ref().expect("set above");
+        let mut fanout: Vec<UserId> = before.as_deref().unwrap_or(&[]).to_vec();
+        fanout.extend(
+            meta.fanout
+                .iter()
+                .filter(|u| !fanout.contains(u))
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        let put = plan
+            .members
+            .iter()
+            .filter(|m| plan.put.contains(&m.user))
+            .map(|m| {
+                (
+                    m.user,
+                    Membership {
+                        role: m.role,
+                        joined: m.joined,
+                    },
+                )
+            })
+            .collect();
+        let last = conv.last_seq;
+        conv.events.insert(
+            last,
+            EventWrite {
+                msgs: msgs.clone(),
+                fanout: fanout.into(),
+                reply: reply_to(&q.req),
+                answer_ok: plan.answer_ok,
+            },
+        );
+        self.actions.push_back(Action::WriteEvents {
+            msgs,
+            meta: meta.record(conv_id),
+            put,
+            remove: plan.removed,
+        });
     }
 
     /// Answers or writes the head append if it is ready; `true` if it was
@@ -851,10 +1181,15 @@ impl Owner {
             waiters.push(a.sender);
         } else if !conv.is_member(k.0) {
             let a = conv.queue.pop_front().expect("the front exists").append;
+            let code = if conv.meta.is_none() {
+                ErrorCode::NotFound
+            } else {
+                ErrorCode::Forbidden
+            };
             self.actions.push_back(Action::Refuse {
                 to: a.sender,
                 cmid: a.cmid,
-                code: ErrorCode::Forbidden,
+                code,
             });
         } else if self.take_credit() {
             self.write_head(conv_id);
@@ -911,8 +1246,24 @@ impl Owner {
             content: Content::Text(a.body.to_string()),
         });
         conv.in_flight.insert(key(&a), Vec::new());
-        conv.writing.insert(seq, (msg.clone(), a.sender, a.cmid));
+        let fanout = conv
+            .meta
+            .as_ref()
+            .expect("only members' appends are written")
+            .fanout
+            .clone();
+        conv.writing
+            .insert(seq, (msg.clone(), a.sender, a.cmid, fanout));
         self.actions.push_back(Action::Write { msg, cmid: a.cmid });
+    }
+}
+
+/// Where to answer a group request.
+fn reply_to(req: &GroupRequest) -> Reply {
+    Reply {
+        shard: req.by.shard,
+        conn: req.by.conn,
+        rid: req.rid,
     }
 }
 
@@ -934,5 +1285,6 @@ fn next_id(clock: &mut (u64, u64), shard: u16, now: UnixMillis) -> MsgId {
     MsgId(((*ms & ((1 << 42) - 1)) << 22) | ((u64::from(shard) & 0x3ff) << 12) | *counter)
 }
 
+mod group;
 #[cfg(test)]
 mod test;

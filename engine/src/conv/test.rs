@@ -224,6 +224,9 @@ impl Sim {
                 assert_eq!(conv, self.conv);
                 self.refused.push((to, code));
             }
+            Action::CountGroups { .. } | Action::WriteEvents { .. } | Action::Done { .. } => {
+                panic!("no group operation in these simulations: {a:?}")
+            }
         }
     }
 
@@ -449,6 +452,7 @@ fn full_queue_refuses_with_overloaded() {
         recent_max: 8,
         signals_max: 8,
         convs_max: 1_000,
+        ..OwnerLimits::default()
     };
     let mut owner = Owner::new(0, limits, 1);
     for cmid in 0..3 {
@@ -1012,5 +1016,129 @@ fn idle_conversations_are_forgotten_past_the_bound_and_busy_ones_kept() {
     assert!(
         matches!(owner.poll_action(), Some(Action::Lookup { conv, .. }) if conv == CONV),
         "the waiting append goes on"
+    );
+}
+
+fn group_req(conv: ConvId, by: u64, rid: u32, op: GroupOp) -> GroupRequest {
+    GroupRequest {
+        conv,
+        by: sender(by, 1),
+        rid: RequestId(rid),
+        op,
+    }
+}
+
+/// Takes every action now waiting.
+fn actions(owner: &mut Owner) -> Vec<Action> {
+    std::iter::from_fn(|| owner.poll_action()).collect()
+}
+
+#[test]
+fn a_group_is_created_with_its_event_at_seq_1_then_answered_and_delivered() {
+    let mut owner = Owner::new(0, OwnerLimits::default(), 8);
+    let conv = ConvId::group(99);
+    let op = GroupOp::Create {
+        title: "g".into(),
+        members: vec![UserId(2)],
+    };
+    owner.on_group(group_req(conv, 1, 5, op), NOW);
+    assert_eq!(actions(&mut owner), [Action::Load(conv)]);
+    owner.on_loaded(conv, None);
+    let a = actions(&mut owner);
+    let [Action::CountGroups { order, users, .. }] = a.as_slice() else {
+        panic!("want a count, got {a:?}")
+    };
+    assert_eq!(users, &[UserId(1), UserId(2)]);
+    owner.on_counted(conv, *order, HashMap::new());
+    let a = actions(&mut owner);
+    let [
+        Action::WriteEvents {
+            msgs,
+            meta,
+            put,
+            remove,
+        },
+    ] = a.as_slice()
+    else {
+        panic!("want a write, got {a:?}")
+    };
+    assert_eq!((msgs.len(), msgs[0].seq), (1, Seq(1)));
+    assert_eq!(
+        (meta.id, meta.kind, meta.members),
+        (conv, ConvKind::Group, 2)
+    );
+    assert!(remove.is_empty());
+    assert_eq!(
+        put,
+        &[
+            (
+                UserId(1),
+                Membership {
+                    role: Role::Admin,
+                    joined: Seq(1)
+                }
+            ),
+            (
+                UserId(2),
+                Membership {
+                    role: Role::Member,
+                    joined: Seq(1)
+                }
+            ),
+        ]
+    );
+    owner.on_written(conv, Seq(1), true);
+    let a = actions(&mut owner);
+    assert!(
+        matches!(&a[0], Action::Info { to, info } if to.rid == RequestId(5) && info.last_seq == Seq(1)),
+        "{a:?}"
+    );
+    assert!(
+        matches!(&a[1], Action::Deliver { msg, members } if msg.seq == Seq(1) && members.len() == 2),
+        "{a:?}"
+    );
+    assert!(owner.is_quiet());
+}
+
+#[test]
+fn group_operations_and_messages_share_one_seq_order() {
+    let mut owner = Owner::new(0, OwnerLimits::default(), 8);
+    owner.on_append(append(1, 1, 1), NOW);
+    owner.on_group(
+        group_req(CONV, 1, 7, GroupOp::Rename { title: "r".into() }),
+        NOW,
+    );
+    owner.on_append(append(2, 1, 2), NOW);
+    // Serve everything by hand: the simulation does not know group writes.
+    let mut written = Vec::new();
+    for _ in 0..20 {
+        for a in actions(&mut owner) {
+            match a {
+                Action::Load(_) => {
+                    let (meta, mut members) = group(&[1, 2]);
+                    members[0].1.role = Role::Admin;
+                    owner.on_loaded(
+                        CONV,
+                        Some(Loaded {
+                            meta,
+                            members,
+                            last_seq: Seq(0),
+                        }),
+                    );
+                }
+                Action::Lookup {
+                    user, device, cmid, ..
+                } => owner.on_lookup(CONV, (user, device, cmid), None),
+                Action::Write { msg, .. } => written.push((msg.seq, "text")),
+                Action::WriteEvents { msgs, .. } => {
+                    written.extend(msgs.iter().map(|m| (m.seq, "event")));
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(
+        written,
+        [(Seq(1), "text"), (Seq(2), "event"), (Seq(3), "text")]
     );
 }
