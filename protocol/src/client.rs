@@ -100,6 +100,13 @@ pub enum ClientMsg {
         rid: RequestId,
         users: Vec<UserId>,
     },
+    /// Whether members added from now on see the group's earlier history
+    /// (admins only; default: not visible).
+    GroupSetHistory {
+        rid: RequestId,
+        conv: ConvId,
+        visible: bool,
+    },
 }
 
 /// Where a history page starts.
@@ -221,6 +228,7 @@ impl ClientMsg {
             | ClientMsg::DirectOpen { .. }
             | ClientMsg::GroupLeave { .. }
             | ClientMsg::GroupSetRole { .. }
+            | ClientMsg::GroupSetHistory { .. }
             | ClientMsg::PushUnregister { .. } => Ok(()),
         }
     }
@@ -237,6 +245,7 @@ impl ClientMsg {
             | ClientMsg::GroupRemove { rid, .. }
             | ClientMsg::GroupLeave { rid, .. }
             | ClientMsg::GroupSetRole { rid, .. }
+            | ClientMsg::GroupSetHistory { rid, .. }
             | ClientMsg::PushRegister { rid, .. }
             | ClientMsg::PushUnregister { rid }
             | ClientMsg::PresenceSubscribe { rid, .. } => Some(*rid),

@@ -93,12 +93,30 @@ pub enum Content {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupEvent {
-    Created { title: String, members: Vec<UserId> },
-    Renamed { title: String },
-    Added { users: Vec<UserId> },
-    Removed { users: Vec<UserId> },
-    Left { user: UserId },
-    RoleChanged { user: UserId, role: Role },
+    Created {
+        title: String,
+        members: Vec<UserId>,
+    },
+    Renamed {
+        title: String,
+    },
+    Added {
+        users: Vec<UserId>,
+    },
+    Removed {
+        users: Vec<UserId>,
+    },
+    Left {
+        user: UserId,
+    },
+    RoleChanged {
+        user: UserId,
+        role: Role,
+    },
+    /// Whether members see the group's history from before they joined.
+    HistoryVisible {
+        visible: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -97,6 +97,11 @@ fn client_samples() -> Vec<ClientMsg> {
             user: UserId(5),
             role: Role::Admin,
         },
+        ClientMsg::GroupSetHistory {
+            rid,
+            conv,
+            visible: true,
+        },
         ClientMsg::PushRegister {
             rid,
             platform: Platform::Fcm,
@@ -161,6 +166,7 @@ fn server_samples() -> Vec<ServerMsg> {
             user: UserId(2),
             role: Role::Member,
         })),
+        ServerMsg::Msg(event(GroupEvent::HistoryVisible { visible: true })),
         ServerMsg::Receipt {
             conv,
             user: UserId(2),

@@ -211,6 +211,9 @@ fn client_msg() -> BoxedStrategy<ClientMsg> {
                 role
             })
             .boxed(),
+        (rid(), conv(), any::<bool>())
+            .prop_map(|(rid, conv, visible)| ClientMsg::GroupSetHistory { rid, conv, visible })
+            .boxed(),
         (rid(), platform(), text(1, PUSH_TOKEN_BYTES_MAX))
             .prop_map(|(rid, platform, token)| ClientMsg::PushRegister {
                 rid,
@@ -243,6 +246,7 @@ fn group_event() -> impl Strategy<Value = GroupEvent> + Clone {
         users().prop_map(|users| GroupEvent::Removed { users }),
         user().prop_map(|user| GroupEvent::Left { user }),
         (user(), role()).prop_map(|(user, role)| GroupEvent::RoleChanged { user, role }),
+        any::<bool>().prop_map(|visible| GroupEvent::HistoryVisible { visible }),
     ]
 }
 
@@ -616,7 +620,7 @@ fn server_strategy_makes_every_variant() {
     );
     assert_eq!(
         support::variant_names::<GroupEvent>().len(),
-        6,
+        7,
         "update group_event()"
     );
 }

@@ -99,12 +99,30 @@ impl ConvRec {
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) enum EventRec {
-    Created { title: String, members: Vec<u64> },
-    Renamed { title: String },
-    Added { users: Vec<u64> },
-    Removed { users: Vec<u64> },
-    Left { user: u64 },
-    RoleChanged { user: u64, admin: bool },
+    Created {
+        title: String,
+        members: Vec<u64>,
+    },
+    Renamed {
+        title: String,
+    },
+    Added {
+        users: Vec<u64>,
+    },
+    Removed {
+        users: Vec<u64>,
+    },
+    Left {
+        user: u64,
+    },
+    RoleChanged {
+        user: u64,
+        admin: bool,
+    },
+    /// Appended last: earlier records keep their tags.
+    HistoryVisible {
+        visible: bool,
+    },
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -157,6 +175,9 @@ impl MessageRec {
                     user: user.0,
                     admin: role_is_admin(*role),
                 },
+                GroupEvent::HistoryVisible { visible } => {
+                    EventRec::HistoryVisible { visible: *visible }
+                }
             }),
         };
         MessageRec {
@@ -184,6 +205,7 @@ impl MessageRec {
                     user: UserId(user),
                     role: role(admin),
                 },
+                EventRec::HistoryVisible { visible } => GroupEvent::HistoryVisible { visible },
             }),
         };
         Message {

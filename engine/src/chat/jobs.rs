@@ -102,10 +102,9 @@ pub(crate) fn conv_starts(
         .into_iter()
         .map(|(c, cur)| (c, cur.read))
         .collect();
-    Ok(store
-        .user_convs(user)?
-        .into_iter()
-        .map(|(conv, m, last_seq)| ConvStart {
+    let mut starts = Vec::new();
+    for (conv, m, last_seq) in store.user_convs(user)? {
+        starts.push(ConvStart {
             conv,
             kind: if conv.is_group() {
                 ConvKind::Group
@@ -116,16 +115,26 @@ pub(crate) fn conv_starts(
             delivered: delivered.get(&conv).copied().unwrap_or(Seq::ZERO),
             read: read.get(&conv).copied().unwrap_or(Seq::ZERO),
             // The machine's `joined` is the last seq the member is not owed.
-            joined: visible_after(m.joined),
-        })
-        .collect())
+            joined: visible_after(store, conv, m.joined)?,
+        });
+    }
+    Ok(starts)
 }
 
-/// The last seq a member who joined at `joined` may not see: a member sees
-/// the event that added it and everything after (PROTOCOL.md); a direct
-/// conversation's members (joined 0) see everything.
-fn visible_after(joined: Seq) -> Seq {
-    Seq(joined.0.saturating_sub(1))
+/// The last seq a member who joined `conv` at `joined` may not see: a member
+/// sees the event that added it and everything after (PROTOCOL.md), or
+/// everything in a group whose history is visible; a direct conversation's
+/// members (joined 0) see everything.
+fn visible_after(store: &Store, conv: ConvId, joined: Seq) -> storage::Result<Seq> {
+    if joined == Seq::ZERO || !conv.is_group() {
+        return Ok(Seq::ZERO);
+    }
+    let visible = store.conv(conv)?.is_some_and(|c| c.history_visible);
+    Ok(if visible {
+        Seq::ZERO
+    } else {
+        Seq(joined.0 - 1)
+    })
 }
 
 /// One `fetch`: membership check, then a page of what the member may see
@@ -171,7 +180,7 @@ fn fetch_page(
             "not a member of this conversation",
         )));
     };
-    let floor = visible_after(member.joined);
+    let floor = visible_after(store, conv, member.joined)?;
     // One more than asked says whether anything lies beyond the page.
     let (mut msgs, mut more) = match from {
         Page::Latest => {

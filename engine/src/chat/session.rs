@@ -478,6 +478,9 @@ fn on_client(hub: &Hub, s: &Rc<Session>, msg: ClientMsg) {
             user,
             role,
         } => group(hub, s, rid, conv, GroupOp::SetRole { user, role }),
+        ClientMsg::GroupSetHistory { rid, conv, visible } => {
+            group(hub, s, rid, conv, GroupOp::SetHistory { visible });
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub(super) struct Plan {
     /// Answered with `ok` (a leave: the sender is no longer a member) rather
     /// than `conv`.
     pub answer_ok: bool,
+    /// The new history visibility, if it changes.
+    pub history_visible: Option<bool>,
 }
 
 impl Plan {
@@ -87,14 +89,34 @@ pub(super) fn plan(
                 title: title.clone(),
             }],
             title: title.clone(),
-            members: meta.members.clone(),
-            put: Vec::new(),
-            removed: Vec::new(),
-            answer_ok: false,
+            ..unchanged(meta)
         }),
         GroupOp::Add { users } => add(meta, by, users, limits, groups),
         GroupOp::Remove { users } => remove(meta, users),
         GroupOp::SetRole { user, role } => set_role(meta, *user, *role),
+        GroupOp::SetHistory { visible } => {
+            if meta.history_visible == *visible {
+                return Err(ErrorCode::Conflict);
+            }
+            Ok(Plan {
+                events: vec![GroupEvent::HistoryVisible { visible: *visible }],
+                history_visible: Some(*visible),
+                ..unchanged(meta)
+            })
+        }
+    }
+}
+
+/// A plan that changes nothing (the base of the small ones).
+fn unchanged(meta: &Meta) -> Plan {
+    Plan {
+        events: Vec::new(),
+        title: meta.title.clone(),
+        members: meta.members.clone(),
+        put: Vec::new(),
+        removed: Vec::new(),
+        answer_ok: false,
+        history_visible: None,
     }
 }
 
@@ -146,6 +168,7 @@ fn create(
         put: everyone,
         removed: Vec::new(),
         answer_ok: false,
+        history_visible: None,
     })
 }
 
@@ -183,6 +206,7 @@ fn add(
         put: new,
         removed: Vec::new(),
         answer_ok: false,
+        history_visible: None,
     })
 }
 
@@ -220,6 +244,7 @@ fn remove(meta: &Meta, users: &[UserId]) -> Result<Plan, ErrorCode> {
         put: Vec::new(),
         removed,
         answer_ok: false,
+        history_visible: None,
     })
 }
 
@@ -251,6 +276,7 @@ fn leave(meta: &Meta, by: UserId) -> Plan {
         put,
         removed: vec![by],
         answer_ok: true,
+        history_visible: None,
     }
 }
 
@@ -287,6 +313,7 @@ fn set_role(meta: &Meta, user: UserId, role: Role) -> Result<Plan, ErrorCode> {
         put: vec![user],
         removed: Vec::new(),
         answer_ok: false,
+        history_visible: None,
     })
 }
 
@@ -492,6 +519,23 @@ mod tests {
         assert_eq!(
             plan_of(Some(&meta()), 1, &stranger).unwrap_err(),
             ErrorCode::NotFound
+        );
+    }
+
+    #[test]
+    fn history_visibility_is_an_admin_change_that_must_change() {
+        let show = GroupOp::SetHistory { visible: true };
+        assert_eq!(
+            plan_of(Some(&meta()), 2, &show).unwrap_err(),
+            ErrorCode::Forbidden
+        );
+        let p = plan_of(Some(&meta()), 1, &show).unwrap();
+        assert_eq!(p.history_visible, Some(true));
+        assert_eq!(p.events, [GroupEvent::HistoryVisible { visible: true }]);
+        let hide = GroupOp::SetHistory { visible: false };
+        assert_eq!(
+            plan_of(Some(&meta()), 1, &hide).unwrap_err(),
+            ErrorCode::Conflict
         );
     }
 }

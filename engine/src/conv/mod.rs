@@ -91,6 +91,7 @@ pub enum GroupOp {
     Remove { users: Vec<UserId> },
     Leave,
     SetRole { user: UserId, role: Role },
+    SetHistory { visible: bool },
 }
 
 /// A group operation as the group's owner receives it.
@@ -368,6 +369,9 @@ impl Meta {
 
     /// Takes the title and members a plan leaves.
     fn apply(&mut self, plan: &group::Plan) {
+        if let Some(visible) = plan.history_visible {
+            self.history_visible = visible;
+        }
         self.title.clone_from(&plan.title);
         self.members.clone_from(&plan.members);
         self.fanout = plan.members.iter().map(|m| m.user).collect();
