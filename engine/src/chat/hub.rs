@@ -85,6 +85,7 @@ pub(crate) struct Hub {
     next_conn: Cell<u64>,
     pub cursors: RefCell<Cursors>,
     pub presence: RefCell<Presence>,
+    pub frames: super::session::FrameCache,
     /// Shutting down: new sends are refused (retryable).
     sends_stopped: Cell<bool>,
 }
@@ -113,6 +114,7 @@ impl Hub {
             next_conn: Cell::new(1),
             cursors: RefCell::new(Cursors::default()),
             presence: RefCell::new(Presence::default()),
+            frames: super::session::FrameCache::default(),
             sends_stopped: Cell::new(false),
         }
     }

@@ -57,6 +57,44 @@ struct Sync {
     live: bool,
 }
 
+/// Appends `msg` as one WebSocket frame in `encoding` to `out`.
+fn write_frame(encoding: Encoding, msg: &impl serde::Serialize, out: &mut Vec<u8>) {
+    let mut payload = Vec::new();
+    encoding.encode(msg, &mut payload);
+    match encoding {
+        Encoding::Json => ws::write_frame(out, ws::OpCode::Text, &payload),
+        Encoding::Binary => ws::write_binary(out, &payload),
+    }
+}
+
+/// The frame of the last message encoded, per encoding: a fan-out writes
+/// the same message to many devices in a row, and encodes it once.
+#[derive(Default)]
+pub(crate) struct FrameCache {
+    last: RefCell<[Option<CachedFrame>; 2]>,
+}
+
+/// A message (by conversation and seq) and its encoded frame.
+type CachedFrame = (ConvId, protocol::Seq, Rc<[u8]>);
+
+impl FrameCache {
+    /// The `msg` frame of `m` in `encoding`, encoded at most once in a row.
+    pub fn frame(&self, m: &Message, encoding: Encoding) -> Rc<[u8]> {
+        let slot = usize::from(encoding == Encoding::Binary);
+        let mut last = self.last.borrow_mut();
+        if let Some((conv, seq, frame)) = &last[slot]
+            && (*conv, *seq) == (m.conv, m.seq)
+        {
+            return frame.clone();
+        }
+        let mut bytes = Vec::new();
+        write_frame(encoding, &protocol::MsgRef(m), &mut bytes);
+        let frame: Rc<[u8]> = bytes.into();
+        last[slot] = Some((m.conv, m.seq, frame.clone()));
+        frame
+    }
+}
+
 /// One connected device.
 pub(crate) struct Session {
     pub id: u64,
@@ -82,30 +120,27 @@ impl Session {
     /// Queues `msg` for the client. Live traffic is bounded by
     /// `SEND_QUEUE_BYTES_MAX`; a connection past it is a slow consumer.
     pub fn push(&self, msg: &impl serde::Serialize) {
-        self.queue(msg, false);
-    }
-
-    /// Queues a catch-up `msg`: bounded by the catch-up machine's window,
-    /// so it does not count towards the slow-consumer bound.
-    fn push_catchup(&self, msg: &impl serde::Serialize) {
-        self.queue(msg, true);
-    }
-
-    fn queue(&self, msg: &impl serde::Serialize, catchup: bool) {
         if self.close.get().is_some() {
             return;
         }
-        let mut payload = Vec::new();
-        self.encoding.encode(msg, &mut payload);
-        let mut out = self.out.borrow_mut();
-        let before = out.len();
-        match self.encoding {
-            Encoding::Json => ws::write_frame(&mut out, ws::OpCode::Text, &payload),
-            Encoding::Binary => ws::write_binary(&mut out, &payload),
+        let mut frame = Vec::new();
+        write_frame(self.encoding, msg, &mut frame);
+        self.queue_frame(&frame, false);
+    }
+
+    /// Queues an encoded frame (shared by every device that gets the same
+    /// message in the same encoding). Catch-up frames are bounded by the
+    /// catch-up machine's window, so they do not count towards the
+    /// slow-consumer bound.
+    fn queue_frame(&self, frame: &[u8], catchup: bool) {
+        if self.close.get().is_some() {
+            return;
         }
+        let mut out = self.out.borrow_mut();
+        out.extend_from_slice(frame);
         if catchup {
-            let catchup_bytes = self.catchup_bytes.get() + (out.len() - before);
-            self.catchup_bytes.set(catchup_bytes);
+            self.catchup_bytes
+                .set(self.catchup_bytes.get() + frame.len());
         }
         if out.len() - self.catchup_bytes.get() > SEND_QUEUE_BYTES_MAX {
             out.clear();
@@ -207,12 +242,8 @@ impl Session {
                 }
             }
             catchup::Action::Send(msg) => {
-                let msg = protocol::MsgRef(&msg);
-                if live {
-                    self.push(&msg);
-                } else {
-                    self.push_catchup(&msg);
-                }
+                let frame = hub.frames.frame(&msg, self.encoding);
+                self.queue_frame(&frame, !live);
                 self.sends_queued.set(self.sends_queued.get() + 1);
             }
             catchup::Action::Synced { rid, convs } => self.push(&ServerMsg::Synced { rid, convs }),
