@@ -292,8 +292,11 @@ enum Counts {
 #[derive(Debug)]
 struct EventWrite {
     msgs: Vec<Arc<Message>>,
-    /// Members before and after the change: they all get its events.
+    /// Members before and after the change: they get its first event (so a
+    /// removed or leaving member's devices learn of it).
     fanout: Arc<[UserId]>,
+    /// Members after the change: they get any further event (a promotion).
+    after: Arc<[UserId]>,
     reply: Reply,
     answer_ok: bool,
 }
@@ -866,8 +869,9 @@ impl Owner {
             };
             self.actions.push_back(answer);
             if ok {
-                for msg in ev.msgs {
-                    let members = ev.fanout.clone();
+                for (i, msg) in ev.msgs.into_iter().enumerate() {
+                    let members = if i == 0 { &ev.fanout } else { &ev.after };
+                    let members = members.clone();
                     self.actions.push_back(Action::Deliver { msg, members });
                 }
             }
@@ -1153,6 +1157,7 @@ impl Owner {
             EventWrite {
                 msgs: msgs.clone(),
                 fanout: fanout.into(),
+                after: meta.fanout.clone(),
                 reply: reply_to(&q.req),
                 answer_ok: plan.answer_ok,
             },

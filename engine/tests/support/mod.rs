@@ -960,6 +960,89 @@ pub mod chat {
         }
     }
 
+    /// Why a request was refused: the `error`'s code and its text (for the
+    /// failure message when a test did not expect it).
+    pub type Refusal = (ErrorCode, String);
+
+    /// Group requests (docs/PROTOCOL.md `group_create` and on). Each returns
+    /// the group as its `conv` reply has it (`()` for `group_leave`, answered
+    /// by `ok`), or the refusal; anything else panics.
+    impl Device {
+        /// Sends the group request `make(rid)` and returns its `conv` reply.
+        pub fn group_request(
+            &mut self,
+            make: impl FnOnce(RequestId) -> ClientMsg,
+        ) -> Result<ConvInfo, Refusal> {
+            match self.request(make) {
+                ServerMsg::Conv { conv, .. } => Ok(conv),
+                ServerMsg::Error {
+                    cmid: None,
+                    code,
+                    message,
+                    ..
+                } => Err((code, message)),
+                other => panic!("{self}: a group request answered with {other:?}"),
+            }
+        }
+
+        /// `group_create` with `members` as they are (duplicates included).
+        pub fn group_create(&mut self, title: &str, members: &[u64]) -> Result<ConvInfo, Refusal> {
+            let members = members.iter().copied().map(UserId).collect();
+            self.group_request(|rid| ClientMsg::GroupCreate {
+                rid,
+                title: title.to_owned(),
+                members,
+            })
+        }
+
+        pub fn group_rename(&mut self, conv: ConvId, title: &str) -> Result<ConvInfo, Refusal> {
+            self.group_request(|rid| ClientMsg::GroupRename {
+                rid,
+                conv,
+                title: title.to_owned(),
+            })
+        }
+
+        pub fn group_add(&mut self, conv: ConvId, users: &[u64]) -> Result<ConvInfo, Refusal> {
+            let users = users.iter().copied().map(UserId).collect();
+            self.group_request(|rid| ClientMsg::GroupAdd { rid, conv, users })
+        }
+
+        pub fn group_remove(&mut self, conv: ConvId, users: &[u64]) -> Result<ConvInfo, Refusal> {
+            let users = users.iter().copied().map(UserId).collect();
+            self.group_request(|rid| ClientMsg::GroupRemove { rid, conv, users })
+        }
+
+        pub fn group_set_role(
+            &mut self,
+            conv: ConvId,
+            user: u64,
+            role: protocol::Role,
+        ) -> Result<ConvInfo, Refusal> {
+            let user = UserId(user);
+            self.group_request(|rid| ClientMsg::GroupSetRole {
+                rid,
+                conv,
+                user,
+                role,
+            })
+        }
+
+        /// `group_leave`, answered by `ok`.
+        pub fn group_leave(&mut self, conv: ConvId) -> Result<(), Refusal> {
+            match self.request(|rid| ClientMsg::GroupLeave { rid, conv }) {
+                ServerMsg::Ok { .. } => Ok(()),
+                ServerMsg::Error {
+                    cmid: None,
+                    code,
+                    message,
+                    ..
+                } => Err((code, message)),
+                other => panic!("{self}: group_leave {conv} answered with {other:?}"),
+            }
+        }
+    }
+
     /// The request a reply or request error answers.
     fn answers(msg: &ServerMsg) -> Option<RequestId> {
         match msg {
