@@ -86,6 +86,7 @@ pub(crate) struct Hub {
     pub cursors: RefCell<Cursors>,
     pub presence: RefCell<Presence>,
     pub frames: super::session::FrameCache,
+    fanout: RefCell<FanoutCache>,
     /// Shutting down: new sends are refused (retryable).
     sends_stopped: Cell<bool>,
 }
@@ -115,6 +116,7 @@ impl Hub {
             cursors: RefCell::new(Cursors::default()),
             presence: RefCell::new(Presence::default()),
             frames: super::session::FrameCache::default(),
+            fanout: RefCell::new(FanoutCache::default()),
             sends_stopped: Cell::new(false),
         }
     }
@@ -366,12 +368,15 @@ impl Hub {
             }
             Action::Deliver { msg, members } => {
                 // Chunked: a huge group's fan-out is many router messages,
-                // each a bounded amount of work for the receiving pump.
-                for (shard, users) in self.by_home(&members, None) {
-                    for chunk in users.chunks(FANOUT_CHUNK) {
-                        let (msg, users) = (msg.clone(), chunk.to_vec());
-                        self.forward(shard, ShardMsg::Deliver { msg, users });
-                    }
+                // each a bounded amount of work for the receiving pump; the
+                // chunks of a conversation's member list are computed once.
+                let chunks = self
+                    .fanout
+                    .borrow_mut()
+                    .chunks(msg.conv, &members, |m| self.by_home(m, None));
+                for (shard, users) in chunks.iter() {
+                    let (msg, users) = (msg.clone(), users.clone());
+                    self.forward(*shard, ShardMsg::Deliver { msg, users });
                 }
             }
             Action::Done { to } => self.reply(to.shard, to.conn, ServerMsg::Ok { rid: to.rid }),
@@ -400,7 +405,7 @@ impl Hub {
             } => {
                 let msg = Arc::new(msg);
                 for (shard, users) in self.by_home(&members, Some(except)) {
-                    let msg = msg.clone();
+                    let (msg, users) = (msg.clone(), users.into());
                     self.forward(shard, ShardMsg::Relay { users, msg });
                 }
             }
@@ -470,6 +475,58 @@ impl Hub {
             return;
         }
         cursors.set_in_flight(true);
+    }
+}
+
+/// Member lists of large conversations, split by home shard into chunks of
+/// at most `FANOUT_CHUNK`, kept while the list is unchanged (the owner
+/// makes a new `Arc` for every membership change).
+#[derive(Default)]
+struct FanoutCache {
+    /// The member list each entry was split from (held, so its address is
+    /// not reused while cached), and its chunks.
+    map: HashMap<ConvId, Split>,
+}
+
+type Split = (Arc<[UserId]>, Rc<[Chunk]>);
+
+/// A destination shard and the members there it delivers to.
+type Chunk = (u16, Arc<[UserId]>);
+
+/// Conversations smaller than this are split afresh each time.
+const FANOUT_CACHE_MEMBERS_MIN: usize = 64;
+
+/// Conversations whose chunks are kept; past it the cache starts over.
+const FANOUT_CACHE_CONVS_MAX: usize = 4096;
+
+impl FanoutCache {
+    fn chunks(
+        &mut self,
+        conv: ConvId,
+        members: &Arc<[UserId]>,
+        by_home: impl FnOnce(&[UserId]) -> Vec<(u16, Vec<UserId>)>,
+    ) -> Rc<[Chunk]> {
+        if let Some((list, chunks)) = self.map.get(&conv)
+            && Arc::ptr_eq(list, members)
+        {
+            return chunks.clone();
+        }
+        let chunks: Rc<[Chunk]> = by_home(members)
+            .into_iter()
+            .flat_map(|(shard, users)| {
+                users
+                    .chunks(FANOUT_CHUNK)
+                    .map(|c| (shard, Arc::from(c)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if members.len() >= FANOUT_CACHE_MEMBERS_MIN {
+            if self.map.len() >= FANOUT_CACHE_CONVS_MAX {
+                self.map.clear();
+            }
+            self.map.insert(conv, (members.clone(), chunks.clone()));
+        }
+        chunks
     }
 }
 
@@ -553,5 +610,50 @@ impl Hub {
             };
             self.reply(w.shard, w.conn, msg);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(users: &[UserId]) -> Vec<(u16, Vec<UserId>)> {
+        let (even, odd): (Vec<UserId>, Vec<UserId>) = users.iter().partition(|u| u.0 % 2 == 0);
+        vec![(0, even), (1, odd)]
+    }
+
+    #[test]
+    fn fanout_chunks_are_bounded_and_reused_while_the_list_is_unchanged() {
+        let mut cache = FanoutCache::default();
+        let conv = ConvId::group(1);
+        let members: Arc<[UserId]> = (0..5_000).map(UserId).collect();
+        let a = cache.chunks(conv, &members, split);
+        let sizes: Vec<(u16, usize)> = a.iter().map(|(s, u)| (*s, u.len())).collect();
+        assert_eq!(
+            sizes,
+            [
+                (0, 1024),
+                (0, 1024),
+                (0, 452),
+                (1, 1024),
+                (1, 1024),
+                (1, 452)
+            ]
+        );
+        let b = cache.chunks(conv, &members, |_| panic!("cached: not split again"));
+        assert!(Rc::ptr_eq(&a, &b));
+        // A membership change makes a new list: split afresh.
+        let changed: Arc<[UserId]> = (0..10).map(UserId).collect();
+        let c = cache.chunks(conv, &changed, split);
+        assert_eq!(c.iter().map(|(_, u)| u.len()).sum::<usize>(), 10);
+        // Small lists are not kept.
+        let mut calls = 0;
+        for _ in 0..2 {
+            cache.chunks(conv, &changed, |m| {
+                calls += 1;
+                split(m)
+            });
+        }
+        assert_eq!(calls, 2);
     }
 }

@@ -67,11 +67,11 @@ pub(crate) enum ShardMsg {
     /// To a home shard: a conversation message for these users' devices.
     Deliver {
         msg: Arc<Message>,
-        users: Vec<UserId>,
+        users: Arc<[UserId]>,
     },
     /// To a home shard: a receipt or typing notice for these users' devices.
     Relay {
-        users: Vec<UserId>,
+        users: Arc<[UserId]>,
         msg: Arc<ServerMsg>,
     },
     /// To `target`'s home shard: `watcher` wants its presence.
