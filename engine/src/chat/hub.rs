@@ -348,6 +348,20 @@ impl Hub {
         }
     }
 
+    /// Sends `msg` to the home shards of `members`. Chunked: a huge group's
+    /// fan-out is many router messages, each a bounded amount of work for
+    /// the receiving pump; a conversation's chunks are computed once.
+    fn deliver(&self, msg: &Arc<protocol::Message>, members: &Arc<[UserId]>) {
+        let chunks = self
+            .fanout
+            .borrow_mut()
+            .chunks(msg.conv, members, |m| self.by_home(m, None));
+        for (shard, users) in chunks.iter() {
+            let (msg, users) = (msg.clone(), users.clone());
+            self.forward(*shard, ShardMsg::Deliver { msg, users });
+        }
+    }
+
     /// The owner's answers and fan-out: router messages only.
     fn owner_reply(&self, action: Action) {
         match action {
@@ -366,19 +380,7 @@ impl Hub {
                 let msg = error(None, Some(cmid), code, send_refusal(code));
                 self.reply(to.shard, to.conn, msg);
             }
-            Action::Deliver { msg, members } => {
-                // Chunked: a huge group's fan-out is many router messages,
-                // each a bounded amount of work for the receiving pump; the
-                // chunks of a conversation's member list are computed once.
-                let chunks = self
-                    .fanout
-                    .borrow_mut()
-                    .chunks(msg.conv, &members, |m| self.by_home(m, None));
-                for (shard, users) in chunks.iter() {
-                    let (msg, users) = (msg.clone(), users.clone());
-                    self.forward(*shard, ShardMsg::Deliver { msg, users });
-                }
-            }
+            Action::Deliver { msg, members } => self.deliver(&msg, &members),
             Action::Done { to } => self.reply(to.shard, to.conn, ServerMsg::Ok { rid: to.rid }),
             Action::Info { to, info } => {
                 let msg = ServerMsg::Conv {
