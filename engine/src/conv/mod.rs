@@ -491,6 +491,7 @@ impl Conv {
         let members = meta.fanout.clone();
         let user = from.user;
         let (kind, seq) = match signal {
+            Signal::Typing(_) if members.len() > RELAY_MEMBERS_MAX => return,
             Signal::Typing(active) => {
                 let msg = ServerMsg::Typing { conv, user, active };
                 out.push_back(Action::Relay {
@@ -523,6 +524,9 @@ impl Conv {
             kind,
             seq,
         });
+        if members.len() > RELAY_MEMBERS_MAX {
+            return;
+        }
         let msg = ServerMsg::Receipt {
             conv,
             user,
@@ -1266,6 +1270,11 @@ impl Owner {
         self.actions.push_back(Action::Write { msg, cmid: a.cmid });
     }
 }
+
+/// Conversations with more members than this relay no receipts and no
+/// typing (each would go to every member: quadratic in the group's size);
+/// cursors are still stored.
+pub const RELAY_MEMBERS_MAX: usize = 256;
 
 /// Where to answer a group request.
 fn reply_to(req: &GroupRequest) -> Reply {

@@ -1142,3 +1142,21 @@ fn group_operations_and_messages_share_one_seq_order() {
         [(Seq(1), "text"), (Seq(2), "event"), (Seq(3), "text")]
     );
 }
+
+#[test]
+fn large_groups_store_cursors_but_relay_no_receipts_or_typing() {
+    let big: Vec<u64> = (1..=u64::try_from(RELAY_MEMBERS_MAX).unwrap() + 1).collect();
+    let mut sim = Sim::new(8, &big, 5);
+    sim.signal(1, 1, Signal::Recv(Seq(3)));
+    sim.signal(1, 1, Signal::Read(Seq(2)));
+    sim.signal(2, 1, Signal::Typing(true));
+    sim.settle(&mut Rng(23));
+    assert_eq!(sim.cursors.len(), 2, "cursors are still stored");
+    assert!(sim.relays.is_empty(), "{:?}", sim.relays);
+    // At the bound, receipts are relayed.
+    let at: Vec<u64> = (1..=u64::try_from(RELAY_MEMBERS_MAX).unwrap()).collect();
+    let mut sim = Sim::new(8, &at, 5);
+    sim.signal(1, 1, Signal::Recv(Seq(3)));
+    sim.settle(&mut Rng(24));
+    assert_eq!(sim.relays.len(), 1);
+}
