@@ -13,15 +13,25 @@
 //!   1..=N of its conversation.
 //! - `idle` (`idle.rs`, `handshake.rs`): server RSS per idle,
 //!   authenticated WebSocket, with hand-written upgrades on a few threads.
+//! - `group` (`group.rs`, `group/`): group fan-out: a group of many
+//!   members, some online on non-blocking sockets driven by a few epoll
+//!   threads, one member posting on a schedule, next to `pairs`-style 1:1
+//!   traffic; send→last-member latency, and the pairs' latency without and
+//!   with the group's traffic.
 //!
 //! `server.rs` runs the server process; `conn.rs` is the pairs bench's
-//! WebSocket; `stats.rs` holds the histograms.
+//! WebSocket (also the group's sender's); `handshake.rs` the hand-written
+//! client side of the protocol; `stats.rs` holds the histograms.
 //! Each run prints a human-readable report, then one JSON line.
 
 // A binary's root sits in src/bin/, next to other binaries' files; its own
 // modules live in src/bin/chatbench/.
 #[path = "chatbench/conn.rs"]
 mod conn;
+#[path = "chatbench/group.rs"]
+mod group;
+#[path = "chatbench/handshake.rs"]
+mod handshake;
 #[path = "chatbench/idle.rs"]
 mod idle;
 #[path = "chatbench/pairs.rs"]
@@ -39,6 +49,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 use protocol::Encoding;
 
+use crate::group::GroupOptions;
 use crate::idle::IdleOptions;
 use crate::pairs::PairsOptions;
 use crate::server::{Durability, Server, ServerOptions};
@@ -106,6 +117,48 @@ enum Bench {
         #[arg(long, default_value_t = 10.0)]
         connect_timeout: f64,
     },
+    /// Group fan-out: one member posting to a large group with many members
+    /// online, next to unrelated 1:1 pairs; the pairs' latency without
+    /// (phase 1) and with (phase 2) the group's traffic.
+    Group(GroupArgs),
+}
+
+/// `chatbench group`.
+#[derive(Debug, clap::Args)]
+struct GroupArgs {
+    /// Group size, the sender (its creator) included.
+    #[arg(long, default_value_t = 10_000)]
+    members: usize,
+    /// Members besides the sender with a connected, synced device (the
+    /// rest are offline).
+    #[arg(long, default_value_t = 5_000)]
+    online: usize,
+    /// Unrelated 1:1 pairs (two connections and threads each).
+    #[arg(long, default_value_t = 100)]
+    pairs: usize,
+    /// Messages per second per pair sender, open loop, in both phases.
+    #[arg(long, default_value_t = 20.0)]
+    pair_rate: f64,
+    /// Group messages per second in phase 2, open loop.
+    #[arg(long, default_value_t = 10.0)]
+    group_rate: f64,
+    /// Seconds of pair traffic before phase 1, not measured (the pairs'
+    /// first messages touch cold conversations).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Length of each phase, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Threads driving the online members' sockets.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Bound on each member's connect, upgrade, welcome and sync, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    connect_timeout: f64,
+    /// Bound on the whole run (setup, connects, both phases, delivery), in
+    /// seconds.
+    #[arg(long, default_value_t = 300.0)]
+    timeout: f64,
 }
 
 /// `--encoding`.
@@ -173,6 +226,23 @@ fn run(cli: Cli) -> Result<()> {
                 .push(("MIMALLOC_ALLOW_THP".to_owned(), "0".to_owned()));
             let mut server = Server::start(&server_options)?;
             idle::run(&mut server, &options)
+        }
+        Bench::Group(args) => {
+            let options = GroupOptions {
+                members: args.members,
+                online: args.online,
+                pairs: args.pairs,
+                pair_rate: args.pair_rate,
+                group_rate: args.group_rate,
+                warmup: seconds("--warmup", args.warmup)?,
+                phase: seconds("--seconds", args.seconds)?,
+                threads: args.threads,
+                connect_timeout: seconds("--connect-timeout", args.connect_timeout)?,
+                timeout: seconds("--timeout", args.timeout)?,
+            };
+            group::check_options(&options)?;
+            let mut server = Server::start(&server_options)?;
+            group::run(&mut server, &options)
         }
     }
 }

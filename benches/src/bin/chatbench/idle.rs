@@ -6,8 +6,6 @@
 //! alone for `--settle`. The difference over the count is the cost of one
 //! idle connection, kernel socket memory excluded (RSS does not count it).
 
-mod handshake;
-
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, TcpStream};
 use std::sync::Arc;
@@ -18,6 +16,7 @@ use anyhow::{Context, Result, anyhow, ensure};
 use protocol::{DeviceId, UserId};
 use serde::Serialize;
 
+use crate::handshake;
 use crate::server::Server;
 
 /// This machine caps a process at 20,000 open files (MEASURED.md); keep

@@ -2,7 +2,7 @@
 //! conversation with its receiver; send→ack and send→deliver latency,
 //! delivered messages per second, server CPU per message.
 
-mod peer;
+pub mod peer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
@@ -36,7 +36,7 @@ pub struct PairsOptions {
     pub timeout: Duration,
 }
 
-type Handles<T> = Vec<JoinHandle<Result<T>>>;
+pub type Handles<T> = Vec<JoinHandle<Result<T>>>;
 
 /// What the run measured, before it is printed.
 #[derive(Debug)]
@@ -68,6 +68,7 @@ pub fn run(server: &mut Server, options: &PairsOptions) -> Result<()> {
         messages: options.messages,
         window: options.window,
         rate: options.rate,
+        phases: None,
         abort: AtomicBool::new(false),
         start: Mutex::new(None),
         started: Condvar::new(),
@@ -117,7 +118,7 @@ pub fn check_options(options: &PairsOptions) -> Result<()> {
 
 /// Starts one thread per connection: senders are users 1, 3, 5, …, the
 /// receiver of each is the next user.
-fn spawn(
+pub fn spawn(
     server: &Server,
     shared: &Arc<Shared>,
     events: &mpsc::Sender<Event>,
@@ -197,7 +198,7 @@ fn measure(
 
 /// Counts events accepted by `pred` until there are `count`; fails on the
 /// first `Failed` event or at the deadline.
-fn wait_for(
+pub fn wait_for(
     events: &mpsc::Receiver<Event>,
     shared: &Shared,
     what: &str,
@@ -225,7 +226,7 @@ fn wait_for(
 
 /// Joins every thread. The errors exclude threads stopped only because
 /// another failed.
-fn join<T>(handles: Handles<T>) -> Result<Vec<T>, Vec<anyhow::Error>> {
+pub fn join<T>(handles: Handles<T>) -> Result<Vec<T>, Vec<anyhow::Error>> {
     let mut reports = Vec::with_capacity(handles.len());
     let mut failures = Vec::new();
     let mut aborted = false;
@@ -249,7 +250,7 @@ fn join<T>(handles: Handles<T>) -> Result<Vec<T>, Vec<anyhow::Error>> {
 }
 
 /// One error out of the main thread's and the connections' failures.
-fn failure(main: Option<anyhow::Error>, connections: &[anyhow::Error]) -> anyhow::Error {
+pub fn failure(main: Option<anyhow::Error>, connections: &[anyhow::Error]) -> anyhow::Error {
     const SHOWN_MAX: usize = 10;
     let mut lines = vec![match main {
         Some(err) => format!("{err:#}"),
@@ -324,7 +325,7 @@ fn verify(
 }
 
 /// `got` must be exactly seqs 1..=n of `conv`, in order.
-fn check_stream(conv: ConvId, got: &[(ConvId, Seq)], n: u64) -> Result<(), String> {
+pub fn check_stream(conv: ConvId, got: &[(ConvId, Seq)], n: u64) -> Result<(), String> {
     for (i, &(c, seq)) in got.iter().enumerate() {
         let want = i as u64 + 1;
         if c != conv || seq.0 != want {

@@ -39,6 +39,11 @@ pub struct Shared {
     pub window: u64,
     /// Sends per second per sender (open loop), or `None` (closed loop).
     pub rate: Option<f64>,
+    /// The group bench's phases: when phase 1 and phase 2 begin, after the
+    /// start. Receivers time messages by the phase of their send time:
+    /// before phase 1 (the warm-up) not at all, in phase 1 into
+    /// [`ReceiverReport::deliveries`], in phase 2 into [`ReceiverReport::late`].
+    pub phases: Option<[Duration; 2]>,
     /// Set by the main thread when the run has failed: every thread stops.
     pub abort: AtomicBool,
     /// The instant the senders start, once the main thread has set it.
@@ -51,8 +56,28 @@ impl Shared {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn instant_at(&self, ns: u64) -> Instant {
+    pub fn instant_at(&self, ns: u64) -> Instant {
         self.epoch + Duration::from_nanos(ns)
+    }
+
+    /// When the senders started (once they have), ns since the epoch.
+    pub fn start_ns(&self) -> Option<u64> {
+        let start = self
+            .start
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        start.map(|at| u64::try_from((at - self.epoch).as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// The phase of a message sent at `sent_ns`: 0 (the warm-up), 1 or 2;
+    /// always 1 without [`Shared::phases`].
+    fn phase_of(&self, sent_ns: u64) -> u8 {
+        let Some(phases) = self.phases else {
+            return 1;
+        };
+        // Set once the senders have started, before any message is sent.
+        let start_ns = self.start_ns().unwrap_or(0);
+        phase_of(sent_ns, start_ns, phases)
     }
 
     /// Lets the senders go.
@@ -84,7 +109,8 @@ impl Shared {
         }
     }
 
-    fn check(&self, now: Instant) -> Result<()> {
+    /// Fails on abort ([`Aborted`]) or once the run's deadline has passed.
+    pub fn check(&self, now: Instant) -> Result<()> {
         if self.abort.load(Ordering::Relaxed) {
             bail!(Aborted);
         }
@@ -147,7 +173,10 @@ pub struct ReceiverReport {
     pub got: Vec<(ConvId, Seq)>,
     /// When the last expected message arrived, ns since the epoch.
     pub last_delivery_ns: u64,
+    /// Every message's; with [`Shared::phases`], phase 1's only.
     pub deliveries: Latencies,
+    /// With [`Shared::phases`]: phase 2's messages.
+    pub late: Latencies,
 }
 
 /// Runs `body`, telling the main thread if it fails (unless aborted).
@@ -192,7 +221,7 @@ fn open(shared: &Shared, peer: &Peer) -> Result<Conn> {
 
 /// The next message, `None` once `until` has passed, or an error at the
 /// run's deadline or on abort.
-fn recv(client: &mut Conn, shared: &Shared, until: Instant) -> Result<Option<ServerMsg>> {
+pub fn recv(client: &mut Conn, shared: &Shared, until: Instant) -> Result<Option<ServerMsg>> {
     loop {
         let now = Instant::now();
         if now >= until && until < shared.deadline {
@@ -446,6 +475,7 @@ pub fn receiver(
         got: Vec::with_capacity(n),
         last_delivery_ns: 0,
         deliveries: Latencies::new(),
+        late: Latencies::new(),
     };
     while report.got.len() < n {
         let msg = recv(&mut client, shared, shared.deadline)
@@ -464,8 +494,8 @@ pub fn receiver(
     Ok(report)
 }
 
-/// Records a `msg`; true if `msg` was one. Fails on `error` or a body that
-/// is not a send time.
+/// Records a `msg`, timed by the phase of its send time; true if `msg`
+/// was one. Fails on `error` or a body that is not a send time.
 fn delivered(report: &mut ReceiverReport, shared: &Shared, msg: ServerMsg) -> Result<bool> {
     let now = shared.now_ns();
     match msg {
@@ -476,7 +506,12 @@ fn delivered(report: &mut ReceiverReport, shared: &Shared, msg: ServerMsg) -> Re
             let sent_ns: u64 = body
                 .parse()
                 .with_context(|| format!("msg conv {} seq {}: body {body:?}", m.conv, m.seq.0))?;
-            report.deliveries.record_nanos(now.saturating_sub(sent_ns));
+            let latency = now.saturating_sub(sent_ns);
+            match shared.phase_of(sent_ns) {
+                0 => {}
+                1 => report.deliveries.record_nanos(latency),
+                _ => report.late.record_nanos(latency),
+            }
             report.got.push((m.conv, m.seq));
             Ok(true)
         }
@@ -493,5 +528,35 @@ fn describe_progress(got: &[(ConvId, Seq)], n: usize) -> String {
             seq.0
         ),
         None => format!("waiting for msgs (none of {n} received)"),
+    }
+}
+
+/// The phase of a message sent at `sent_ns` when the senders started at
+/// `start_ns` and phases 1 and 2 begin `phases` after it: 0 before phase 1.
+fn phase_of(sent_ns: u64, start_ns: u64, phases: [Duration; 2]) -> u8 {
+    let begins =
+        |d: Duration| start_ns.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    match (sent_ns >= begins(phases[0]), sent_ns >= begins(phases[1])) {
+        (_, true) => 2,
+        (true, false) => 1,
+        (false, false) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases() {
+        let phases = [Duration::from_nanos(100), Duration::from_nanos(1100)];
+        let start = 5_000;
+        assert_eq!(phase_of(5_000, start, phases), 0);
+        assert_eq!(phase_of(5_099, start, phases), 0);
+        assert_eq!(phase_of(5_100, start, phases), 1);
+        assert_eq!(phase_of(6_099, start, phases), 1);
+        assert_eq!(phase_of(6_100, start, phases), 2);
+        let no_warmup = [Duration::ZERO, Duration::from_micros(1)];
+        assert_eq!(phase_of(5_000, start, no_warmup), 1);
     }
 }
