@@ -26,7 +26,7 @@
 //!   completions and read results come back through a bounded [`store_io::Inbox`].
 //! - `sys/`: the crate's only `unsafe` (a non-blocking `recv`).
 //!
-//! Not yet: groups, push, metrics. No permessage-deflate, keep-alive or TLS
+//! Not yet: push, metrics. No permessage-deflate, keep-alive or TLS
 //! (terminate TLS in front).
 
 pub mod catchup;

@@ -10,19 +10,25 @@
 //! - **signals** (`recv`, `read`, `typing`): checks membership, clamps and
 //!   dedupes cursors, asks for cursor writes and relays receipts and typing
 //!   to the other members.
+//! - **group operations** (`group.rs` holds the rules): planned at their
+//!   turn in the group's queue, their events take the next seqs, the change
+//!   applies in memory at once, and one atomic write stores metadata,
+//!   member records and events; answered and fanned out once durable.
 //!
 //! It does no I/O: inputs are method calls, outputs are [`Action`]s the shard
 //! carries out (storage reads and writes, router messages), and their results
 //! come back as more inputs. Everything in an [`Action`] is `Send`: the
 //! shard hands messages and member lists to other shards' threads.
 //!
-//! Ordering: appends to one conversation are processed strictly in arrival
-//! order. Each waits for its dedupe lookup (reads may complete in any order),
-//! but seqs are assigned only at the head of the queue, so per-sender send
-//! order is the seq order. Opens and signals wait only for the load (and
-//! opens for a create in flight); they do not queue behind appends.
+//! Ordering: appends and group operations to one conversation are processed
+//! strictly in arrival order. Each waits for its dedupe lookup or group
+//! counts (reads may complete in any order), but seqs are assigned only at
+//! the head of the queues, so per-sender send order is the seq order. Opens
+//! and signals wait only for the load (and opens for a create in flight);
+//! they do not queue behind appends. Idle conversations are forgotten past
+//! `convs_max`.
 //!
-//! What it is not: it does not evict conversations, read history, or keep
+//! What it is not: it does not read history, or keep
 //! cursors beyond the monotonic check (the store holds them); it does not
 //! know which devices are connected (the shard expands `Deliver` and
 //! `Relay`).
