@@ -1,0 +1,494 @@
+//! One loadgen thread: its connections and pairs on a monoio runtime.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+use protocol::{ClientMsg, ConvId, DeviceId, Encoding, RequestId, Seq, ServerMsg, UserId};
+
+use super::ws::{self, Frame};
+use super::{Plan, Scenario, Tally, wall_ns};
+
+/// How long tokens minted for a run stay valid.
+const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Bound on one connection's setup (connect, upgrade, welcome, sync).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes read from a socket at a time.
+const READ_BYTES: usize = 16 * 1024;
+
+/// Violations kept per thread (the total is still counted).
+const VIOLATIONS_KEPT_MAX: usize = 100;
+
+type Shared = Rc<RefCell<Tally>>;
+
+/// Runs thread `t` of `threads`: its share of the plan's connections.
+pub fn run_thread(plan: &Plan, t: usize, threads: usize, start: Instant) -> Result<Tally> {
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .with_entries(4096)
+        .build()?;
+    let tally: Shared = Rc::new(RefCell::new(Tally::new()?));
+    let result = rt.block_on(async {
+        match plan.scenario {
+            Scenario::Connect => hold_connections(plan, t, threads, start, &tally).await,
+            Scenario::Chat => chat(plan, t, threads, start, &tally).await,
+        }
+    });
+    drop(rt);
+    result?;
+    Rc::try_unwrap(tally)
+        .map(RefCell::into_inner)
+        .map_err(|_| anyhow::anyhow!("connection tasks outlived their thread"))
+}
+
+/// Bytes waiting to be written by a connection's writer task.
+#[derive(Default)]
+struct Mailbox {
+    out: RefCell<Vec<u8>>,
+    waker: Cell<Option<Waker>>,
+    closed: Cell<bool>,
+}
+
+impl Mailbox {
+    fn send(&self, msg: &ClientMsg) {
+        let mut payload = Vec::new();
+        Encoding::Binary.encode(msg, &mut payload);
+        ws::write_frame(&mut self.out.borrow_mut(), ws::OP_BINARY, &payload);
+        self.wake();
+    }
+
+    fn pong(&self, payload: &[u8]) {
+        ws::write_frame(&mut self.out.borrow_mut(), ws::OP_PONG, payload);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Waits for bytes to write; `None` once closed.
+    async fn take(&self) -> Option<Vec<u8>> {
+        std::future::poll_fn(|cx| {
+            let bytes = std::mem::take(&mut *self.out.borrow_mut());
+            if !bytes.is_empty() {
+                return Poll::Ready(Some(bytes));
+            }
+            if self.closed.get() {
+                return Poll::Ready(None);
+            }
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+async fn writer(mut half: OwnedWriteHalf<TcpStream>, mailbox: Rc<Mailbox>) {
+    while let Some(bytes) = mailbox.take().await {
+        let (res, _) = half.write_all(bytes).await;
+        if res.is_err() {
+            return;
+        }
+    }
+}
+
+/// An open, synced connection: its read side and its mailbox.
+struct Conn {
+    reader: OwnedReadHalf<TcpStream>,
+    buf: Vec<u8>,
+    mailbox: Rc<Mailbox>,
+    next_rid: u32,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.mailbox.closed.set(true);
+        self.mailbox.wake();
+    }
+}
+
+impl Conn {
+    /// Connects as `user` (device 1), reads `welcome`, syncs; returns the
+    /// connection and the `last_seq` of each conversation `synced` listed.
+    async fn open(
+        plan: &Plan,
+        user: u64,
+        source: std::net::Ipv4Addr,
+    ) -> Result<(Conn, Vec<(ConvId, Seq)>)> {
+        let token = client::mint_token(&plan.secret, UserId(user), DeviceId(1), TOKEN_TTL);
+        let mut stream = ws::connect(plan.server, source)?;
+        let buf = ws::upgrade(&mut stream, plan.server, &token).await?;
+        let (reader, write_half) = stream.into_split();
+        let mailbox = Rc::new(Mailbox::default());
+        monoio::spawn(writer(write_half, mailbox.clone()));
+        let mut conn = Conn {
+            reader,
+            buf,
+            mailbox,
+            next_rid: 1,
+        };
+        match conn.next().await? {
+            Some(ServerMsg::Welcome { .. }) => {}
+            other => bail!("user {user}: expected welcome, got {other:?}"),
+        }
+        let rid = conn.rid();
+        conn.mailbox.send(&ClientMsg::Sync {
+            rid,
+            since: Vec::new(),
+        });
+        loop {
+            match conn.next().await? {
+                Some(ServerMsg::Synced { convs, .. }) => {
+                    let last = convs.iter().map(|c| (c.conv, c.last_seq)).collect();
+                    return Ok((conn, last));
+                }
+                Some(_) => {}
+                None => bail!("user {user}: closed during sync"),
+            }
+        }
+    }
+
+    fn rid(&mut self) -> RequestId {
+        self.next_rid += 1;
+        RequestId(self.next_rid)
+    }
+
+    /// The next server message (pings answered on the way); `None` at close.
+    async fn next(&mut self) -> Result<Option<ServerMsg>> {
+        loop {
+            while let Some(Frame { opcode, payload }) = ws::take_frame(&mut self.buf)? {
+                match opcode {
+                    ws::OP_BINARY => return Ok(Some(Encoding::Binary.decode_server(&payload)?)),
+                    ws::OP_PING => self.mailbox.pong(&payload),
+                    ws::OP_CLOSE => return Ok(None),
+                    _ => {}
+                }
+            }
+            let (res, chunk) = self.reader.read(Vec::with_capacity(READ_BYTES)).await;
+            if res? == 0 {
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&chunk);
+        }
+    }
+}
+
+fn source(plan: &Plan, index: usize) -> std::net::Ipv4Addr {
+    plan.sources[index % plan.sources.len()]
+}
+
+/// The intended start of connection `index`, by the plan's connect rate.
+fn due(plan: &Plan, start: Instant, index: usize) -> Instant {
+    let secs = index as f64 / plan.connect_rate.max(0.001);
+    start + Duration::from_secs_f64(secs)
+}
+
+/// Opens connection `index` at its due time, timing the open from then.
+async fn open_timed(
+    plan: &Plan,
+    start: Instant,
+    index: usize,
+    tally: &Shared,
+) -> Option<(Conn, Vec<(ConvId, Seq)>)> {
+    let at = due(plan, start, index);
+    monoio::time::sleep_until(at.into()).await;
+    let user = plan.first_user + index as u64;
+    let opened =
+        monoio::time::timeout(SETUP_TIMEOUT, Conn::open(plan, user, source(plan, index))).await;
+    let mut t = tally.borrow_mut();
+    match opened {
+        Ok(Ok(conn)) => {
+            let us = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let _ = t.connect_us.record(us.max(1));
+            t.connections_opened += 1;
+            Some(conn)
+        }
+        Ok(Err(e)) => {
+            t.connect_errors += 1;
+            tracing::debug!(user, cause = %e, "connect failed");
+            None
+        }
+        Err(_) => {
+            t.connect_errors += 1;
+            None
+        }
+    }
+}
+
+/// `connect`: open this thread's connections at the plan's rate and hold
+/// them (answering pings) for the run's duration after the last one.
+async fn hold_connections(
+    plan: &Plan,
+    t: usize,
+    threads: usize,
+    start: Instant,
+    tally: &Shared,
+) -> Result<()> {
+    let last_due = due(plan, start, plan.conns.saturating_sub(1));
+    let until = last_due + SETUP_TIMEOUT.min(Duration::from_secs(5)) + plan.duration;
+    let mut tasks = Vec::new();
+    for index in (t..plan.conns).step_by(threads) {
+        let (plan, tally) = (plan.clone(), tally.clone());
+        tasks.push(monoio::spawn(async move {
+            if let Some((mut conn, _)) = open_timed(&plan, start, index, &tally).await {
+                let _ = monoio::time::timeout_at(until.into(), async {
+                    while let Ok(Some(_)) = conn.next().await {}
+                })
+                .await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await;
+    }
+    Ok(())
+}
+
+/// `chat`: pairs of users; see the module docs of `run`.
+async fn chat(plan: &Plan, t: usize, threads: usize, start: Instant, tally: &Shared) -> Result<()> {
+    let pairs = plan.conns / 2;
+    let per_pair = plan.rate / pairs.max(1) as f64;
+    let mut tasks = Vec::new();
+    for pair in (t..pairs).step_by(threads) {
+        let (plan, tally) = (plan.clone(), tally.clone());
+        tasks.push(monoio::spawn(async move {
+            if let Err(e) = run_pair(&plan, pair, per_pair, start, &tally).await {
+                let mut t = tally.borrow_mut();
+                t.protocol_errors += 1;
+                keep(&mut t, format!("pair {pair}: {e:#}"));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await;
+    }
+    Ok(())
+}
+
+fn keep(t: &mut Tally, violation: String) {
+    if t.violations.len() < VIOLATIONS_KEPT_MAX {
+        t.violations.push(violation);
+    }
+}
+
+/// The sender's side of a pair, shared by its send loop and ack reader.
+#[derive(Default)]
+struct Acks {
+    /// Sends posted, and answered (acked or refused).
+    sent: Cell<u64>,
+    answered: Cell<u64>,
+    /// The send loop has finished.
+    done: Cell<bool>,
+    /// The highest acked seq.
+    max_seq: Cell<u64>,
+}
+
+impl Acks {
+    fn settled(&self) -> bool {
+        self.done.get() && self.answered.get() == self.sent.get()
+    }
+}
+
+async fn run_pair(
+    plan: &Plan,
+    pair: usize,
+    rate: f64,
+    start: Instant,
+    tally: &Shared,
+) -> Result<()> {
+    let Some((receiver, synced)) = open_timed(plan, start, 2 * pair + 1, tally).await else {
+        return Ok(());
+    };
+    let Some((mut sender, _)) = open_timed(plan, start, 2 * pair, tally).await else {
+        return Ok(());
+    };
+    let peer = UserId(plan.first_user + 2 * pair as u64 + 1);
+    let rid = sender.rid();
+    sender
+        .mailbox
+        .send(&ClientMsg::DirectOpen { rid, user: peer });
+    let conv = loop {
+        match sender.next().await? {
+            Some(ServerMsg::Conv { conv, .. }) => break conv.conv,
+            Some(ServerMsg::Error { message, .. }) => bail!("direct_open refused: {message}"),
+            Some(_) => {}
+            None => bail!("sender closed before direct_open answered"),
+        }
+    };
+    let base = synced
+        .iter()
+        .find(|(c, _)| *c == conv)
+        .map_or(0, |(_, s)| s.0);
+    let load_start = Instant::now();
+    let stop = load_start + plan.duration;
+    let deadline = stop + plan.drain;
+    let acks = Rc::new(Acks::default());
+    let mailbox = sender.mailbox.clone();
+    let reading_acks = monoio::spawn(read_acks(sender, acks.clone(), tally.clone(), deadline));
+    let receiving = monoio::spawn(receive(Receiving {
+        conn: receiver,
+        conv,
+        last: base,
+        acks: acks.clone(),
+        load_start,
+        deadline,
+        tally: tally.clone(),
+    }));
+    let schedule = Schedule {
+        conv,
+        rate,
+        payload: plan.payload,
+        load_start,
+        stop,
+    };
+    send_loop(&mailbox, &schedule, &acks, tally).await;
+    acks.done.set(true);
+    reading_acks.await;
+    let held = receiving.await;
+    let acked = acks.max_seq.get();
+    let mut t = tally.borrow_mut();
+    t.checked += acked.saturating_sub(base);
+    if held < acked {
+        keep(
+            &mut t,
+            format!("pair {pair}: acked up to seq {acked}, delivered in order up to {held}"),
+        );
+    }
+    Ok(())
+}
+
+struct Schedule {
+    conv: ConvId,
+    rate: f64,
+    payload: usize,
+    load_start: Instant,
+    stop: Instant,
+}
+
+/// Posts at the schedule's open-loop rate until it stops. The cmid is the
+/// intended send time (wall-clock ns), so acks and deliveries are timed
+/// from the schedule, not from when the send actually went out.
+async fn send_loop(mailbox: &Mailbox, s: &Schedule, acks: &Acks, tally: &Shared) {
+    if s.rate <= 0.0 {
+        return;
+    }
+    let interval = Duration::from_secs_f64(1.0 / s.rate);
+    let wall_start = wall_ns();
+    let mut next = s.load_start;
+    let mut n: u64 = 0;
+    while next < s.stop {
+        monoio::time::sleep_until(next.into()).await;
+        let intended = wall_start + u64::try_from((next - s.load_start).as_nanos()).unwrap_or(0);
+        let mut body = intended.to_string();
+        body.push(' ');
+        while body.len() < s.payload {
+            body.push('x');
+        }
+        mailbox.send(&ClientMsg::Send {
+            conv: s.conv,
+            cmid: protocol::ClientMsgId(intended),
+            body,
+        });
+        acks.sent.set(acks.sent.get() + 1);
+        let mut t = tally.borrow_mut();
+        t.sent += 1;
+        tick(&mut t, s.load_start, 0);
+        n += 1;
+        next = s.load_start + interval.mul_f64(n as f64);
+    }
+}
+
+/// Counts one send (`which` 0) or delivery (1) in the second it happened.
+fn tick(t: &mut Tally, load_start: Instant, which: usize) {
+    let second = usize::try_from(load_start.elapsed().as_secs()).unwrap_or(usize::MAX);
+    if second >= t.timeline.len() {
+        t.timeline.resize(second + 1, (0, 0));
+    }
+    if which == 0 {
+        t.timeline[second].0 += 1;
+    } else {
+        t.timeline[second].1 += 1;
+    }
+}
+
+fn micros_since(ns: u64) -> u64 {
+    (wall_ns().saturating_sub(ns) / 1_000).max(1)
+}
+
+/// Reads the sender's acks until every send is answered or the deadline.
+async fn read_acks(mut conn: Conn, acks: Rc<Acks>, tally: Shared, deadline: Instant) {
+    let _ = monoio::time::timeout_at(deadline.into(), async {
+        while !acks.settled() {
+            let Ok(Some(msg)) = conn.next().await else {
+                return;
+            };
+            let mut t = tally.borrow_mut();
+            match msg {
+                ServerMsg::Ack { cmid, seq, .. } => {
+                    let _ = t.send_ack_us.record(micros_since(cmid.0));
+                    t.acked += 1;
+                    acks.max_seq.set(acks.max_seq.get().max(seq.0));
+                    acks.answered.set(acks.answered.get() + 1);
+                }
+                ServerMsg::Error { cmid: Some(_), .. } => {
+                    t.send_errors += 1;
+                    acks.answered.set(acks.answered.get() + 1);
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+}
+
+struct Receiving {
+    conn: Conn,
+    conv: ConvId,
+    /// The highest seq held without a gap.
+    last: u64,
+    acks: Rc<Acks>,
+    load_start: Instant,
+    deadline: Instant,
+    tally: Shared,
+}
+
+/// Reads the receiver's messages, checking seq order, until it holds
+/// everything acked or the deadline; returns the highest seq held in order.
+async fn receive(mut r: Receiving) -> u64 {
+    let _ = monoio::time::timeout_at(r.deadline.into(), async {
+        loop {
+            if r.acks.settled() && r.last >= r.acks.max_seq.get() {
+                return;
+            }
+            let Ok(Some(ServerMsg::Msg(m))) = r.conn.next().await else {
+                continue;
+            };
+            if m.conv != r.conv || m.seq.0 <= r.last {
+                continue; // another conversation, or a duplicate (dropped)
+            }
+            let mut t = r.tally.borrow_mut();
+            if m.seq.0 != r.last + 1 {
+                let gap = format!("conv {}: got seq {} after {}", r.conv, m.seq, r.last);
+                keep(&mut t, gap);
+            }
+            r.last = m.seq.0;
+            t.delivered += 1;
+            tick(&mut t, r.load_start, 1);
+            if let protocol::Content::Text(body) = &m.content
+                && let Some(Ok(ns)) = body.split(' ').next().map(str::parse::<u64>)
+            {
+                let _ = t.send_deliver_us.record(micros_since(ns));
+            }
+        }
+    })
+    .await;
+    r.last
+}

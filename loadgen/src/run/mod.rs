@@ -1,0 +1,148 @@
+//! Generating load: threads that each run a monoio runtime with a slice of
+//! the connections, and what every connection does.
+//!
+//! - `connect`: open connections at a controlled rate (each: TCP connect
+//!   from a source address, upgrade, `welcome`, `sync`), hold them until
+//!   the run ends, answering pings.
+//! - `chat`: pairs of users; each pair's sender posts to their direct
+//!   conversation at its share of the open-loop rate, the receiver reads.
+//!   Latency is measured from the intended send time (carried in the cmid
+//!   and the body), so a stalled server cannot hide its queueing
+//!   (coordinated omission). Every pair is audited: each acked message
+//!   must reach the receiver once, in seq order, with no gap.
+
+mod conn;
+pub mod ws;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use hdrhistogram::Histogram;
+
+/// What the connections do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    Connect,
+    Chat,
+}
+
+/// One worker's share of a run (a process may run several threads).
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub scenario: Scenario,
+    pub server: SocketAddr,
+    pub secret: Vec<u8>,
+    /// Connections this worker opens (for `chat`, twice the pairs).
+    pub conns: usize,
+    /// The first user id; connection `i` is user `first_user + i`.
+    pub first_user: u64,
+    pub sources: Vec<Ipv4Addr>,
+    /// Connections opened per second by this worker.
+    pub connect_rate: f64,
+    /// Messages per second sent by this worker's senders together.
+    pub rate: f64,
+    pub payload: usize,
+    /// How long the load runs once every connection is up.
+    pub duration: Duration,
+    /// How long receivers may take to catch up after the senders stop.
+    pub drain: Duration,
+    pub threads: usize,
+}
+
+/// What one thread measured.
+#[derive(Debug)]
+pub struct Tally {
+    pub connect_us: Histogram<u64>,
+    pub send_ack_us: Histogram<u64>,
+    pub send_deliver_us: Histogram<u64>,
+    pub connections_opened: u64,
+    pub connect_errors: u64,
+    pub sent: u64,
+    pub acked: u64,
+    pub delivered: u64,
+    pub send_errors: u64,
+    pub protocol_errors: u64,
+    /// Per second since the load started: (sent, delivered).
+    pub timeline: Vec<(u64, u64)>,
+    /// Audit: messages checked, and what went wrong.
+    pub checked: u64,
+    pub violations: Vec<String>,
+}
+
+/// Latencies above this are clamped (an hour, in µs).
+const LATENCY_US_MAX: u64 = 3_600_000_000;
+
+impl Tally {
+    fn new() -> Result<Tally> {
+        let h = || Histogram::new_with_bounds(1, LATENCY_US_MAX, 3);
+        Ok(Tally {
+            connect_us: h()?,
+            send_ack_us: h()?,
+            send_deliver_us: h()?,
+            connections_opened: 0,
+            connect_errors: 0,
+            sent: 0,
+            acked: 0,
+            delivered: 0,
+            send_errors: 0,
+            protocol_errors: 0,
+            timeline: Vec::new(),
+            checked: 0,
+            violations: Vec::new(),
+        })
+    }
+
+    /// Adds another thread's tally.
+    pub fn merge(&mut self, other: &Tally) -> Result<()> {
+        self.connect_us.add(&other.connect_us)?;
+        self.send_ack_us.add(&other.send_ack_us)?;
+        self.send_deliver_us.add(&other.send_deliver_us)?;
+        self.connections_opened += other.connections_opened;
+        self.connect_errors += other.connect_errors;
+        self.sent += other.sent;
+        self.acked += other.acked;
+        self.delivered += other.delivered;
+        self.send_errors += other.send_errors;
+        self.protocol_errors += other.protocol_errors;
+        self.checked += other.checked;
+        self.violations.extend(other.violations.iter().cloned());
+        if self.timeline.len() < other.timeline.len() {
+            self.timeline.resize(other.timeline.len(), (0, 0));
+        }
+        for (mine, theirs) in self.timeline.iter_mut().zip(&other.timeline) {
+            mine.0 += theirs.0;
+            mine.1 += theirs.1;
+        }
+        Ok(())
+    }
+}
+
+/// Wall-clock nanoseconds since the Unix epoch: send times cross processes.
+pub fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Runs `plan` on its threads and returns their merged tally.
+pub fn run(plan: &Plan) -> Result<Tally> {
+    let threads = plan.threads.max(1);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let plan = plan.clone();
+            std::thread::Builder::new()
+                .name(format!("loadgen-{t}"))
+                .spawn(move || conn::run_thread(&plan, t, threads, start))
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut total = Tally::new()?;
+    for h in handles {
+        let tally = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a loadgen thread panicked"))??;
+        total.merge(&tally)?;
+    }
+    Ok(total)
+}

@@ -1,0 +1,169 @@
+//! Each scenario, briefly, against the real `switchboard` binary: the run
+//! exits 0, the audit passes, and the outputs are there and parse.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use loadgen::summary::Summary;
+
+/// The engine binary next to this test's (cargo builds every workspace
+/// binary before running tests).
+fn switchboard() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("switchboard");
+    assert!(bin.exists(), "build the engine first: {}", bin.display());
+    bin
+}
+
+/// A dev server on a free loopback port; killed (by pid) on drop.
+struct Server {
+    child: Child,
+    port: u16,
+    data: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(switchboard())
+            .args([
+                "--dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--shards",
+                "2",
+                "--data-dir",
+            ])
+            .arg(data.path())
+            .env("SWITCHBOARD_LOG", "info,fjall=warn,lsm_tree=warn")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening addr=127.0.0.1:").nth(1) {
+                    let port: u16 = rest.split(' ').next().unwrap().parse().unwrap();
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let port = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        Server { child, port, data }
+    }
+
+    fn secret(&self) -> PathBuf {
+        self.data.path().join("dev-token-secret")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn loadgen(server: &Server, out: &Path, args: &[&str]) -> std::process::Output {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .arg("run")
+        .args(args)
+        .arg("--server")
+        .arg(format!("127.0.0.1:{}", server.port))
+        .arg("--secret-file")
+        .arg(server.secret())
+        .arg("--out")
+        .arg(out)
+        .arg("--threads")
+        .arg("2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(Instant::now() < deadline, "loadgen ran over its bound");
+    output
+}
+
+fn check_outputs(out: &Path, metrics: &[&str]) -> Summary {
+    let summary = Summary::read(&out.join("summary.json")).unwrap();
+    for m in metrics {
+        let hgrm = std::fs::read_to_string(out.join(format!("{m}.hgrm"))).unwrap();
+        assert!(hgrm.contains("Percentile"), "{m}.hgrm: {hgrm}");
+        assert!(summary.latency.contains_key(*m), "no {m} in the summary");
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<svg"), "the report has plots");
+    summary
+}
+
+#[test]
+fn chat_delivers_every_acked_message_and_writes_the_outputs() {
+    let server = Server::start();
+    let out = tempfile::tempdir().unwrap();
+    let args = [
+        "chat",
+        "--conns",
+        "40",
+        "--rate",
+        "400",
+        "--duration",
+        "1",
+        "--drain",
+        "5",
+    ];
+    let output = loadgen(&server, out.path(), &args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let s = check_outputs(out.path(), &["connect", "send_ack", "send_deliver"]);
+    assert!(s.audit.passed, "{:?}", s.audit);
+    assert_eq!(s.totals.connections_opened, 40);
+    assert!(s.totals.sent >= 300, "{:?}", s.totals);
+    assert_eq!(s.totals.acked, s.totals.sent);
+    assert_eq!(s.totals.delivered, s.totals.sent);
+    assert_eq!(s.audit.checked_messages, s.totals.sent);
+}
+
+#[test]
+fn connect_holds_connections_over_two_worker_processes() {
+    let server = Server::start();
+    let out = tempfile::tempdir().unwrap();
+    let args = [
+        "connect",
+        "--conns",
+        "300",
+        "--connect-rate",
+        "1000",
+        "--duration",
+        "1",
+        "--processes",
+        "2",
+    ];
+    let output = loadgen(&server, out.path(), &args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let s = check_outputs(out.path(), &["connect"]);
+    assert_eq!(s.totals.connections_opened, 300);
+    assert_eq!(s.totals.connect_errors, 0);
+    assert_eq!(
+        s.latency["connect"].count, 300,
+        "both workers' histograms merged"
+    );
+}
