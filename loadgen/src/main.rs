@@ -74,6 +74,15 @@ struct RunArgs {
     /// Seconds receivers may take to catch up after the senders stop.
     #[arg(long, default_value_t = 10.0)]
     drain: f64,
+    /// `reconnect`: when receivers drop, as a fraction of `--duration`.
+    #[arg(long, default_value_t = 0.5)]
+    reconnect_at: f64,
+    /// `reconnect`: seconds the receivers stay away.
+    #[arg(long, default_value_t = 1.0)]
+    down: f64,
+    /// `reconnect`: the share of receivers that drop (1 = all at once).
+    #[arg(long, default_value_t = 1.0)]
+    reconnect_share: f64,
     /// Threads per process (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -169,10 +178,10 @@ fn run_here(args: &RunArgs, i: usize, processes: usize) -> Result<Summary> {
     let secret = std::fs::read_to_string(&args.secret_file)
         .with_context(|| format!("reading the token secret {}", args.secret_file.display()))?;
     // A chat run splits whole pairs.
-    let unit = if args.scenario == Scenario::Chat {
-        2
-    } else {
+    let unit = if args.scenario == Scenario::Connect {
         1
+    } else {
+        2
     };
     let (from, to) = share(args.conns / unit, i, processes);
     let fraction = (to - from) as f64 / (args.conns / unit).max(1) as f64;
@@ -188,6 +197,9 @@ fn run_here(args: &RunArgs, i: usize, processes: usize) -> Result<Summary> {
         payload: args.payload,
         duration: Duration::from_secs_f64(args.duration),
         drain: Duration::from_secs_f64(args.drain),
+        reconnect_at: args.reconnect_at.clamp(0.0, 1.0),
+        down: Duration::from_secs_f64(args.down.max(0.0)),
+        reconnect_share: args.reconnect_share.clamp(0.0, 1.0),
         threads: args
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
@@ -232,6 +244,7 @@ fn worker_args(args: &RunArgs, i: usize, processes: usize, out: &Path) -> Vec<st
     let scenario = match args.scenario {
         Scenario::Connect => "connect",
         Scenario::Chat => "chat",
+        Scenario::Reconnect => "reconnect",
     };
     let mut v: Vec<std::ffi::OsString> = vec!["run".into(), scenario.into()];
     let mut flag = |name: &str, value: String| {
@@ -248,6 +261,9 @@ fn worker_args(args: &RunArgs, i: usize, processes: usize, out: &Path) -> Vec<st
     flag("payload", args.payload.to_string());
     flag("duration", args.duration.to_string());
     flag("drain", args.drain.to_string());
+    flag("reconnect-at", args.reconnect_at.to_string());
+    flag("down", args.down.to_string());
+    flag("reconnect-share", args.reconnect_share.to_string());
     if let Some(t) = args.threads {
         flag("threads", t.to_string());
     }
@@ -270,6 +286,7 @@ fn summarize(
         ("connect", &tally.connect_us),
         ("send_ack", &tally.send_ack_us),
         ("send_deliver", &tally.send_deliver_us),
+        ("catch_up", &tally.catch_up_us),
     ] {
         if !h.is_empty() {
             latency.insert(name.to_owned(), Latency::from_histogram(h)?);
@@ -300,7 +317,7 @@ fn summarize(
             protocol_errors: tally.protocol_errors,
         },
         rates: Rates {
-            target_msgs_per_s: (args.scenario == Scenario::Chat).then_some(args.rate),
+            target_msgs_per_s: (args.scenario != Scenario::Connect).then_some(args.rate),
             achieved_msgs_per_s: tally.delivered as f64 / args.duration.max(1e-9),
             connects_per_s: tally.connections_opened as f64 / seconds,
         },

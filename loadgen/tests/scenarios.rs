@@ -167,3 +167,45 @@ fn connect_holds_connections_over_two_worker_processes() {
         "both workers' histograms merged"
     );
 }
+
+#[test]
+fn reconnect_storm_catches_up_on_everything_missed() {
+    let server = Server::start();
+    let out = tempfile::tempdir().unwrap();
+    let args = [
+        "reconnect",
+        "--conns",
+        "40",
+        "--rate",
+        "400",
+        "--duration",
+        "2",
+        "--down",
+        "0.5",
+        "--drain",
+        "5",
+    ];
+    let output = loadgen(&server, out.path(), &args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let s = check_outputs(
+        out.path(),
+        &["connect", "send_ack", "send_deliver", "catch_up"],
+    );
+    assert!(s.audit.passed, "{:?}", s.audit);
+    assert_eq!(
+        s.latency["catch_up"].count, 20,
+        "every receiver reconnected"
+    );
+    assert_eq!(
+        s.totals.delivered, s.totals.sent,
+        "nothing lost across the reconnects"
+    );
+    assert!(
+        s.latency["send_deliver"].count < s.totals.delivered,
+        "some messages came by catch-up, not live"
+    );
+}

@@ -37,7 +37,7 @@ pub fn run_thread(plan: &Plan, t: usize, threads: usize, start: Instant) -> Resu
     let result = rt.block_on(async {
         match plan.scenario {
             Scenario::Connect => hold_connections(plan, t, threads, start, &tally).await,
-            Scenario::Chat => chat(plan, t, threads, start, &tally).await,
+            Scenario::Chat | Scenario::Reconnect => chat(plan, t, threads, start, &tally).await,
         }
     });
     drop(rt);
@@ -123,6 +123,18 @@ impl Conn {
         user: u64,
         source: std::net::Ipv4Addr,
     ) -> Result<(Conn, Vec<(ConvId, Seq)>)> {
+        let (conn, last, _) = Conn::open_since(plan, user, source, Vec::new()).await?;
+        Ok((conn, last))
+    }
+
+    /// Like [`Conn::open`], syncing from `since`; also returns the
+    /// messages the catch-up streamed.
+    async fn open_since(
+        plan: &Plan,
+        user: u64,
+        source: std::net::Ipv4Addr,
+        since: Vec<protocol::Position>,
+    ) -> Result<(Conn, Vec<(ConvId, Seq)>, Vec<protocol::Message>)> {
         let token = client::mint_token(&plan.secret, UserId(user), DeviceId(1), TOKEN_TTL);
         let mut stream = ws::connect(plan.server, source)?;
         let buf = ws::upgrade(&mut stream, plan.server, &token).await?;
@@ -140,16 +152,15 @@ impl Conn {
             other => bail!("user {user}: expected welcome, got {other:?}"),
         }
         let rid = conn.rid();
-        conn.mailbox.send(&ClientMsg::Sync {
-            rid,
-            since: Vec::new(),
-        });
+        conn.mailbox.send(&ClientMsg::Sync { rid, since });
+        let mut caught_up = Vec::new();
         loop {
             match conn.next().await? {
                 Some(ServerMsg::Synced { convs, .. }) => {
                     let last = convs.iter().map(|c| (c.conv, c.last_seq)).collect();
-                    return Ok((conn, last));
+                    return Ok((conn, last, caught_up));
                 }
+                Some(ServerMsg::Msg(m)) => caught_up.push(m),
                 Some(_) => {}
                 None => bail!("user {user}: closed during sync"),
             }
@@ -273,6 +284,13 @@ async fn chat(plan: &Plan, t: usize, threads: usize, start: Instant, tally: &Sha
     Ok(())
 }
 
+/// Whether `pair`'s receiver drops and reconnects in a `reconnect` run:
+/// the first `reconnect_share` of the pairs.
+fn reconnects(plan: &Plan, pair: usize) -> bool {
+    let pairs = plan.conns / 2;
+    plan.scenario == Scenario::Reconnect && (pair as f64) < plan.reconnect_share * pairs as f64
+}
+
 fn keep(t: &mut Tally, violation: String) {
     if t.violations.len() < VIOLATIONS_KEPT_MAX {
         t.violations.push(violation);
@@ -341,6 +359,13 @@ async fn run_pair(
         load_start,
         deadline,
         tally: tally.clone(),
+        reconnect: reconnects(plan, pair).then(|| Reconnect {
+            at: load_start + plan.duration.mul_f64(plan.reconnect_at),
+            down: plan.down,
+            plan: plan.clone(),
+            user: peer.0,
+            source: source(plan, 2 * pair + 1),
+        }),
     }));
     let schedule = Schedule {
         conv,
@@ -458,37 +483,88 @@ struct Receiving {
     load_start: Instant,
     deadline: Instant,
     tally: Shared,
+    /// `reconnect`: when to drop the connection, and the way back.
+    reconnect: Option<Reconnect>,
+}
+
+struct Reconnect {
+    at: Instant,
+    down: Duration,
+    plan: Plan,
+    user: u64,
+    source: std::net::Ipv4Addr,
 }
 
 /// Reads the receiver's messages, checking seq order, until it holds
-/// everything acked or the deadline; returns the highest seq held in order.
+/// everything acked or the deadline; returns the highest seq held in
+/// order. A receiver that reconnects drops its connection at its time,
+/// stays away, reconnects with `sync` from what it holds (timing the
+/// catch-up) and goes on.
 async fn receive(mut r: Receiving) -> u64 {
-    let _ = monoio::time::timeout_at(r.deadline.into(), async {
-        loop {
-            if r.acks.settled() && r.last >= r.acks.max_seq.get() {
-                return;
-            }
-            let Ok(Some(ServerMsg::Msg(m))) = r.conn.next().await else {
-                continue;
-            };
-            if m.conv != r.conv || m.seq.0 <= r.last {
-                continue; // another conversation, or a duplicate (dropped)
-            }
+    if let Some(re) = r.reconnect.take() {
+        let _ = monoio::time::timeout_at(re.at.into(), read_live(&mut r, false)).await;
+        if let Err(e) = reconnect(&mut r, &re).await {
             let mut t = r.tally.borrow_mut();
-            if m.seq.0 != r.last + 1 {
-                let gap = format!("conv {}: got seq {} after {}", r.conv, m.seq, r.last);
-                keep(&mut t, gap);
-            }
-            r.last = m.seq.0;
-            t.delivered += 1;
-            tick(&mut t, r.load_start, 1);
-            if let protocol::Content::Text(body) = &m.content
-                && let Some(Ok(ns)) = body.split(' ').next().map(str::parse::<u64>)
-            {
-                let _ = t.send_deliver_us.record(micros_since(ns));
-            }
+            t.protocol_errors += 1;
+            keep(&mut t, format!("user {}: reconnect failed: {e:#}", re.user));
+            return r.last;
         }
-    })
-    .await;
+    }
+    let _ = monoio::time::timeout_at(r.deadline.into(), read_live(&mut r, true)).await;
     r.last
+}
+
+/// Drops the connection, waits, reconnects and takes the catch-up.
+async fn reconnect(r: &mut Receiving, re: &Reconnect) -> Result<()> {
+    let since = vec![protocol::Position {
+        conv: r.conv,
+        seq: Seq(r.last),
+    }];
+    monoio::time::sleep(re.down).await;
+    let began = Instant::now();
+    let (conn, _, caught_up) = Conn::open_since(&re.plan, re.user, re.source, since).await?;
+    // The old connection closes as it is replaced.
+    r.conn = conn;
+    let us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let _ = r.tally.borrow_mut().catch_up_us.record(us.max(1));
+    for m in caught_up {
+        take(r, &m, false);
+    }
+    Ok(())
+}
+
+/// Reads live messages; with `until_settled`, stops once everything acked
+/// is held. Ends at a closed connection.
+async fn read_live(r: &mut Receiving, until_settled: bool) {
+    loop {
+        if until_settled && r.acks.settled() && r.last >= r.acks.max_seq.get() {
+            return;
+        }
+        match r.conn.next().await {
+            Ok(Some(ServerMsg::Msg(m))) => take(r, &m, true),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// Audits and counts one message; `live` ones are timed send→deliver.
+fn take(r: &mut Receiving, m: &protocol::Message, live: bool) {
+    if m.conv != r.conv || m.seq.0 <= r.last {
+        return; // another conversation, or a duplicate (dropped)
+    }
+    let mut t = r.tally.borrow_mut();
+    if m.seq.0 != r.last + 1 {
+        let gap = format!("conv {}: got seq {} after {}", r.conv, m.seq, r.last);
+        keep(&mut t, gap);
+    }
+    r.last = m.seq.0;
+    t.delivered += 1;
+    tick(&mut t, r.load_start, 1);
+    if live
+        && let protocol::Content::Text(body) = &m.content
+        && let Some(Ok(ns)) = body.split(' ').next().map(str::parse::<u64>)
+    {
+        let _ = t.send_deliver_us.record(micros_since(ns));
+    }
 }

@@ -25,6 +25,10 @@ use hdrhistogram::Histogram;
 pub enum Scenario {
     Connect,
     Chat,
+    /// `chat`, and at `reconnect_at` of the duration a share of the
+    /// receivers drop their connection, stay away `down`, and reconnect
+    /// with `sync` (the catch-up is timed and audited like live traffic).
+    Reconnect,
 }
 
 /// One worker's share of a run (a process may run several threads).
@@ -48,6 +52,11 @@ pub struct Plan {
     /// How long receivers may take to catch up after the senders stop.
     pub drain: Duration,
     pub threads: usize,
+    /// `reconnect`: when receivers drop (a fraction of `duration`), how long
+    /// they stay away, and which share of them does.
+    pub reconnect_at: f64,
+    pub down: Duration,
+    pub reconnect_share: f64,
 }
 
 /// What one thread measured.
@@ -56,6 +65,8 @@ pub struct Tally {
     pub connect_us: Histogram<u64>,
     pub send_ack_us: Histogram<u64>,
     pub send_deliver_us: Histogram<u64>,
+    /// From a receiver's reconnect to its `synced`.
+    pub catch_up_us: Histogram<u64>,
     pub connections_opened: u64,
     pub connect_errors: u64,
     pub sent: u64,
@@ -80,6 +91,7 @@ impl Tally {
             connect_us: h()?,
             send_ack_us: h()?,
             send_deliver_us: h()?,
+            catch_up_us: h()?,
             connections_opened: 0,
             connect_errors: 0,
             sent: 0,
@@ -98,6 +110,7 @@ impl Tally {
         self.connect_us.add(&other.connect_us)?;
         self.send_ack_us.add(&other.send_ack_us)?;
         self.send_deliver_us.add(&other.send_deliver_us)?;
+        self.catch_up_us.add(&other.catch_up_us)?;
         self.connections_opened += other.connections_opened;
         self.connect_errors += other.connect_errors;
         self.sent += other.sent;
