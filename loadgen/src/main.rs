@@ -206,7 +206,8 @@ fn run_here(args: &RunArgs, i: usize, processes: usize) -> Result<Summary> {
     };
     let started = std::time::SystemTime::now();
     let clock = std::time::Instant::now();
-    let tally = run::run(&plan)?;
+    // Workers stay quiet: the parent's terminal would get one line each.
+    let tally = run::run(&plan, args.worker.is_none())?;
     summarize(args, &tally, started, clock.elapsed())
 }
 

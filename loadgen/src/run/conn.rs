@@ -2,6 +2,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -28,12 +29,18 @@ const VIOLATIONS_KEPT_MAX: usize = 100;
 type Shared = Rc<RefCell<Tally>>;
 
 /// Runs thread `t` of `threads`: its share of the plan's connections.
-pub fn run_thread(plan: &Plan, t: usize, threads: usize, start: Instant) -> Result<Tally> {
+pub fn run_thread(
+    plan: &Plan,
+    t: usize,
+    threads: usize,
+    start: Instant,
+    progress: std::sync::Arc<super::Progress>,
+) -> Result<Tally> {
     let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
         .with_entries(4096)
         .build()?;
-    let tally: Shared = Rc::new(RefCell::new(Tally::new()?));
+    let tally: Shared = Rc::new(RefCell::new(Tally::new(progress)?));
     let result = rt.block_on(async {
         match plan.scenario {
             Scenario::Connect => hold_connections(plan, t, threads, start, &tally).await,
@@ -220,15 +227,18 @@ async fn open_timed(
             let us = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
             let _ = t.connect_us.record(us.max(1));
             t.connections_opened += 1;
+            t.progress.connections.fetch_add(1, Relaxed);
             Some(conn)
         }
         Ok(Err(e)) => {
             t.connect_errors += 1;
+            t.progress.errors.fetch_add(1, Relaxed);
             tracing::debug!(user, cause = %e, "connect failed");
             None
         }
         Err(_) => {
             t.connect_errors += 1;
+            t.progress.errors.fetch_add(1, Relaxed);
             None
         }
     }
@@ -274,6 +284,7 @@ async fn chat(plan: &Plan, t: usize, threads: usize, start: Instant, tally: &Sha
             if let Err(e) = run_pair(&plan, pair, per_pair, start, &tally).await {
                 let mut t = tally.borrow_mut();
                 t.protocol_errors += 1;
+                t.progress.errors.fetch_add(1, Relaxed);
                 keep(&mut t, format!("pair {pair}: {e:#}"));
             }
         }));
@@ -425,6 +436,7 @@ async fn send_loop(mailbox: &Mailbox, s: &Schedule, acks: &Acks, tally: &Shared)
         acks.sent.set(acks.sent.get() + 1);
         let mut t = tally.borrow_mut();
         t.sent += 1;
+        t.progress.sent.fetch_add(1, Relaxed);
         tick(&mut t, s.load_start, 0);
         n += 1;
         next = s.load_start + interval.mul_f64(n as f64);
@@ -465,6 +477,7 @@ async fn read_acks(mut conn: Conn, acks: Rc<Acks>, tally: Shared, deadline: Inst
                 }
                 ServerMsg::Error { cmid: Some(_), .. } => {
                     t.send_errors += 1;
+                    t.progress.errors.fetch_add(1, Relaxed);
                     acks.answered.set(acks.answered.get() + 1);
                 }
                 _ => {}
@@ -506,6 +519,7 @@ async fn receive(mut r: Receiving) -> u64 {
         if let Err(e) = reconnect(&mut r, &re).await {
             let mut t = r.tally.borrow_mut();
             t.protocol_errors += 1;
+            t.progress.errors.fetch_add(1, Relaxed);
             keep(&mut t, format!("user {}: reconnect failed: {e:#}", re.user));
             return r.last;
         }
@@ -560,6 +574,7 @@ fn take(r: &mut Receiving, m: &protocol::Message, live: bool) {
     }
     r.last = m.seq.0;
     t.delivered += 1;
+    t.progress.delivered.fetch_add(1, Relaxed);
     tick(&mut t, r.load_start, 1);
     if live
         && let protocol::Content::Text(body) = &m.content

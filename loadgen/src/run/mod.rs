@@ -15,6 +15,8 @@ mod conn;
 pub mod ws;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
@@ -79,13 +81,41 @@ pub struct Tally {
     /// Audit: messages checked, and what went wrong.
     pub checked: u64,
     pub violations: Vec<String>,
+    /// Live counts for the progress line, shared by the run's threads.
+    pub progress: Arc<Progress>,
+}
+
+/// Counts every thread bumps as it goes, for the progress line.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub connections: AtomicU64,
+    pub sent: AtomicU64,
+    pub delivered: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl Progress {
+    fn line(&self, elapsed: Duration, last_sent: &mut u64) -> String {
+        let sent = self.sent.load(Ordering::Relaxed);
+        let line = format!(
+            "[{:>4}s] conns {}  sent {} (+{}/s)  delivered {}  errors {}",
+            elapsed.as_secs(),
+            self.connections.load(Ordering::Relaxed),
+            sent,
+            sent - *last_sent,
+            self.delivered.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        );
+        *last_sent = sent;
+        line
+    }
 }
 
 /// Latencies above this are clamped (an hour, in µs).
 const LATENCY_US_MAX: u64 = 3_600_000_000;
 
 impl Tally {
-    fn new() -> Result<Tally> {
+    fn new(progress: Arc<Progress>) -> Result<Tally> {
         let h = || Histogram::new_with_bounds(1, LATENCY_US_MAX, 3);
         Ok(Tally {
             connect_us: h()?,
@@ -102,6 +132,7 @@ impl Tally {
             timeline: Vec::new(),
             checked: 0,
             violations: Vec::new(),
+            progress,
         })
     }
 
@@ -138,19 +169,44 @@ pub fn wall_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// Runs `plan` on its threads and returns their merged tally.
-pub fn run(plan: &Plan) -> Result<Tally> {
+/// Runs `plan` on its threads and returns their merged tally; with
+/// `progress`, prints a progress line to stderr every second meanwhile.
+pub fn run(plan: &Plan, progress: bool) -> Result<Tally> {
     let threads = plan.threads.max(1);
     let start = Instant::now();
+    let counts = Arc::new(Progress::default());
     let handles: Vec<_> = (0..threads)
         .map(|t| {
-            let plan = plan.clone();
+            let (plan, counts) = (plan.clone(), counts.clone());
             std::thread::Builder::new()
                 .name(format!("loadgen-{t}"))
-                .spawn(move || conn::run_thread(&plan, t, threads, start))
+                .spawn(move || conn::run_thread(&plan, t, threads, start, counts))
         })
         .collect::<std::io::Result<_>>()?;
-    let mut total = Tally::new()?;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reporter = progress.then(|| {
+        let (counts, done) = (counts.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut last_sent = 0;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                eprintln!("{}", counts.line(start.elapsed(), &mut last_sent));
+            }
+        })
+    });
+    let result = join(handles, &counts);
+    done.store(true, Ordering::Relaxed);
+    if let Some(r) = reporter {
+        let _ = r.join();
+    }
+    result
+}
+
+fn join(
+    handles: Vec<std::thread::JoinHandle<Result<Tally>>>,
+    counts: &Arc<Progress>,
+) -> Result<Tally> {
+    let mut total = Tally::new(counts.clone())?;
     for h in handles {
         let tally = h
             .join()
