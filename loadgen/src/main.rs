@@ -83,6 +83,9 @@ struct RunArgs {
     /// `reconnect`: the share of receivers that drop (1 = all at once).
     #[arg(long, default_value_t = 1.0)]
     reconnect_share: f64,
+    /// `group`: members per group, the sender included.
+    #[arg(long, default_value_t = 100)]
+    group_size: usize,
     /// Threads per process (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -177,11 +180,11 @@ fn share(n: usize, i: usize, p: usize) -> (usize, usize) {
 fn run_here(args: &RunArgs, i: usize, processes: usize) -> Result<Summary> {
     let secret = std::fs::read_to_string(&args.secret_file)
         .with_context(|| format!("reading the token secret {}", args.secret_file.display()))?;
-    // A chat run splits whole pairs.
-    let unit = if args.scenario == Scenario::Connect {
-        1
-    } else {
-        2
+    // Split whole units: a pair, a group, or one connection.
+    let unit = match args.scenario {
+        Scenario::Connect => 1,
+        Scenario::Chat | Scenario::Reconnect => 2,
+        Scenario::Group => args.group_size.max(2),
     };
     let (from, to) = share(args.conns / unit, i, processes);
     let fraction = (to - from) as f64 / (args.conns / unit).max(1) as f64;
@@ -200,6 +203,7 @@ fn run_here(args: &RunArgs, i: usize, processes: usize) -> Result<Summary> {
         reconnect_at: args.reconnect_at.clamp(0.0, 1.0),
         down: Duration::from_secs_f64(args.down.max(0.0)),
         reconnect_share: args.reconnect_share.clamp(0.0, 1.0),
+        group_size: args.group_size.max(2),
         threads: args
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
@@ -246,6 +250,7 @@ fn worker_args(args: &RunArgs, i: usize, processes: usize, out: &Path) -> Vec<st
         Scenario::Connect => "connect",
         Scenario::Chat => "chat",
         Scenario::Reconnect => "reconnect",
+        Scenario::Group => "group",
     };
     let mut v: Vec<std::ffi::OsString> = vec!["run".into(), scenario.into()];
     let mut flag = |name: &str, value: String| {
@@ -265,6 +270,7 @@ fn worker_args(args: &RunArgs, i: usize, processes: usize, out: &Path) -> Vec<st
     flag("reconnect-at", args.reconnect_at.to_string());
     flag("down", args.down.to_string());
     flag("reconnect-share", args.reconnect_share.to_string());
+    flag("group-size", args.group_size.to_string());
     if let Some(t) = args.threads {
         flag("threads", t.to_string());
     }

@@ -209,3 +209,33 @@ fn reconnect_storm_catches_up_on_everything_missed() {
         "some messages came by catch-up, not live"
     );
 }
+
+#[test]
+fn group_fan_out_reaches_every_member_in_order() {
+    let server = Server::start();
+    let out = tempfile::tempdir().unwrap();
+    let args = [
+        "group",
+        "--conns",
+        "60",
+        "--group-size",
+        "30",
+        "--rate",
+        "20",
+        "--duration",
+        "1",
+        "--drain",
+        "5",
+    ];
+    let output = loadgen(&server, out.path(), &args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let s = check_outputs(out.path(), &["connect", "send_ack", "send_deliver"]);
+    assert!(s.audit.passed, "{:?}", s.audit);
+    assert!(s.totals.sent >= 15, "{:?}", s.totals);
+    // Two groups of 30: every message reaches the 29 other members.
+    assert_eq!(s.totals.delivered, s.totals.sent * 29);
+}

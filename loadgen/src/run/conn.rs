@@ -45,6 +45,7 @@ pub fn run_thread(
         match plan.scenario {
             Scenario::Connect => hold_connections(plan, t, threads, start, &tally).await,
             Scenario::Chat | Scenario::Reconnect => chat(plan, t, threads, start, &tally).await,
+            Scenario::Group => groups(plan, t, threads, start, &tally).await,
         }
     });
     drop(rt);
@@ -293,6 +294,177 @@ async fn chat(plan: &Plan, t: usize, threads: usize, start: Instant, tally: &Sha
         task.await;
     }
     Ok(())
+}
+
+/// `group`: whole groups per thread (a group's members share its state).
+async fn groups(
+    plan: &Plan,
+    t: usize,
+    threads: usize,
+    start: Instant,
+    tally: &Shared,
+) -> Result<()> {
+    let size = plan.group_size.max(2);
+    let groups = plan.conns / size;
+    let per_group = plan.rate / groups.max(1) as f64;
+    let mut tasks = Vec::new();
+    for g in (t..groups).step_by(threads) {
+        let (plan, tally) = (plan.clone(), tally.clone());
+        tasks.push(monoio::spawn(async move {
+            if let Err(e) = run_group(&plan, g * size, size, per_group, start, &tally).await {
+                let mut t = tally.borrow_mut();
+                t.protocol_errors += 1;
+                t.progress.errors.fetch_add(1, Relaxed);
+                keep(&mut t, format!("group {g}: {e:#}"));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await;
+    }
+    Ok(())
+}
+
+/// Users per `group_create` or `group_add` (the protocol's bound).
+const GROUP_OP_USERS: usize = protocol::limits::GROUP_OP_USERS_MAX;
+
+/// A group's connections once it is set up: its receiving members, its
+/// sender, the group's id and its last seq (the setup's events).
+struct GroupUp {
+    members: Vec<Conn>,
+    sender: Conn,
+    conv: ConvId,
+    base: u64,
+}
+
+/// Members `first+1..first+size` connect and sync; member `first` creates
+/// the group with them (`group_create`, then `group_add` in chunks).
+async fn setup_group(
+    plan: &Plan,
+    first: usize,
+    size: usize,
+    start: Instant,
+    tally: &Shared,
+) -> Result<Option<GroupUp>> {
+    let mut members = Vec::new();
+    for index in first + 1..first + size {
+        if let Some((conn, _)) = open_timed(plan, start, index, tally).await {
+            members.push(conn);
+        }
+    }
+    let Some((mut sender, _)) = open_timed(plan, start, first, tally).await else {
+        return Ok(None);
+    };
+    let users: Vec<UserId> = (first + 1..first + size)
+        .map(|i| UserId(plan.first_user + i as u64))
+        .collect();
+    let mut chunks = users.chunks(GROUP_OP_USERS);
+    let head = chunks.next().unwrap_or(&[]).to_vec();
+    let (conv, mut base) = group_request(&mut sender, |rid| ClientMsg::GroupCreate {
+        rid,
+        title: format!("loadgen {first}"),
+        members: head,
+    })
+    .await?;
+    for chunk in chunks {
+        let users = chunk.to_vec();
+        (_, base) =
+            group_request(&mut sender, |rid| ClientMsg::GroupAdd { rid, conv, users }).await?;
+    }
+    Ok(Some(GroupUp {
+        members,
+        sender,
+        conv,
+        base,
+    }))
+}
+
+/// One group: set up, then the sender posts while every member receives.
+async fn run_group(
+    plan: &Plan,
+    first: usize,
+    size: usize,
+    rate: f64,
+    start: Instant,
+    tally: &Shared,
+) -> Result<()> {
+    let Some(GroupUp {
+        members,
+        sender,
+        conv,
+        base,
+    }) = setup_group(plan, first, size, start, tally).await?
+    else {
+        return Ok(());
+    };
+    let load_start = Instant::now();
+    let stop = load_start + plan.duration;
+    let deadline = stop + plan.drain;
+    let acks = Rc::new(Acks::default());
+    let mailbox = sender.mailbox.clone();
+    let reading_acks = monoio::spawn(read_acks(sender, acks.clone(), tally.clone(), deadline));
+    let receiving: Vec<_> = members
+        .into_iter()
+        .map(|conn| {
+            monoio::spawn(receive(Receiving {
+                conn,
+                conv,
+                last: base,
+                acks: acks.clone(),
+                load_start,
+                deadline,
+                tally: tally.clone(),
+                reconnect: None,
+            }))
+        })
+        .collect();
+    let schedule = Schedule {
+        conv,
+        rate,
+        payload: plan.payload,
+        load_start,
+        stop,
+    };
+    send_loop(&mailbox, &schedule, &acks, tally).await;
+    acks.done.set(true);
+    reading_acks.await;
+    let acked = acks.max_seq.get();
+    for (i, r) in receiving.into_iter().enumerate() {
+        let in_order = r.await;
+        let mut t = tally.borrow_mut();
+        t.checked += acked.saturating_sub(base);
+        if in_order < acked {
+            keep(
+                &mut t,
+                format!("group {first} member {i}: acked up to {acked}, held {in_order}"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Sends a group request and waits for its `conv` answer: the group's id
+/// and last seq.
+async fn group_request(
+    conn: &mut Conn,
+    make: impl FnOnce(RequestId) -> ClientMsg,
+) -> Result<(ConvId, u64)> {
+    let rid = conn.rid();
+    conn.mailbox.send(&make(rid));
+    loop {
+        match conn.next().await? {
+            Some(ServerMsg::Conv { rid: r, conv }) if r == rid => {
+                return Ok((conv.conv, conv.last_seq.0));
+            }
+            Some(ServerMsg::Error {
+                rid: Some(r),
+                message,
+                ..
+            }) if r == rid => bail!("group request refused: {message}"),
+            Some(_) => {}
+            None => bail!("closed before the group request was answered"),
+        }
+    }
 }
 
 /// Whether `pair`'s receiver drops and reconnects in a `reconnect` run:

@@ -31,6 +31,10 @@ pub enum Scenario {
     /// receivers drop their connection, stay away `down`, and reconnect
     /// with `sync` (the catch-up is timed and audited like live traffic).
     Reconnect,
+    /// Groups of `group_size` users: the first of each creates the group
+    /// and posts at its share of the rate; every other member receives
+    /// (fan-out), each audited like a `chat` receiver.
+    Group,
 }
 
 /// One worker's share of a run (a process may run several threads).
@@ -59,6 +63,8 @@ pub struct Plan {
     pub reconnect_at: f64,
     pub down: Duration,
     pub reconnect_share: f64,
+    /// `group`: members per group (the sender included).
+    pub group_size: usize,
 }
 
 /// What one thread measured.
