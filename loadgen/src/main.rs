@@ -326,7 +326,9 @@ fn summarize(
         rates: Rates {
             target_msgs_per_s: (args.scenario != Scenario::Connect).then_some(args.rate),
             achieved_msgs_per_s: tally.delivered as f64 / args.duration.max(1e-9),
-            connects_per_s: tally.connections_opened as f64 / seconds,
+            // Over the connect phase: from the start to the last one up.
+            connects_per_s: tally.connections_opened as f64
+                / tally.connected_by.as_secs_f64().max(1e-9),
         },
         latency,
         timeline: tally

@@ -228,6 +228,7 @@ async fn open_timed(
             let us = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
             let _ = t.connect_us.record(us.max(1));
             t.connections_opened += 1;
+            t.connected_by = t.connected_by.max(start.elapsed());
             t.progress.connections.fetch_add(1, Relaxed);
             Some(conn)
         }

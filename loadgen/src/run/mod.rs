@@ -76,6 +76,8 @@ pub struct Tally {
     /// From a receiver's reconnect to its `synced`.
     pub catch_up_us: Histogram<u64>,
     pub connections_opened: u64,
+    /// When the last connection was up, from the run's start.
+    pub connected_by: Duration,
     pub connect_errors: u64,
     pub sent: u64,
     pub acked: u64,
@@ -129,6 +131,7 @@ impl Tally {
             send_deliver_us: h()?,
             catch_up_us: h()?,
             connections_opened: 0,
+            connected_by: Duration::ZERO,
             connect_errors: 0,
             sent: 0,
             acked: 0,
@@ -149,6 +152,7 @@ impl Tally {
         self.send_deliver_us.add(&other.send_deliver_us)?;
         self.catch_up_us.add(&other.catch_up_us)?;
         self.connections_opened += other.connections_opened;
+        self.connected_by = self.connected_by.max(other.connected_by);
         self.connect_errors += other.connect_errors;
         self.sent += other.sent;
         self.acked += other.acked;
