@@ -55,6 +55,17 @@ pub struct Config {
     pub group_members_max: usize,
     /// Groups one user may be in; past it, `too_many_groups`. Default 10,000.
     pub groups_per_user_max: usize,
+    /// The admin address serving Prometheus `/metrics`; `None`: no admin
+    /// listener. Default `127.0.0.1:9090`. Keep it off public networks. If
+    /// it cannot be bound (another server has the port), the server logs a
+    /// warning and runs without it.
+    pub admin_listen: Option<SocketAddr>,
+    /// Dev mode only, for testing correctness checkers: each shard silently
+    /// skips every Nth live delivery to a device (never a catch-up or
+    /// `fetch`), so the message is durable but never arrives live. It
+    /// exists to prove that loadgen's audit catches a lost message. Default
+    /// `None`; refused outside `dev`.
+    pub dev_drop_delivery_every: Option<u64>,
 }
 
 impl Default for Config {
@@ -75,6 +86,8 @@ impl Default for Config {
             read_buffer_bytes: 64 * 1024,
             group_members_max: protocol::limits::GROUP_MEMBERS_MAX,
             groups_per_user_max: 10_000,
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            dev_drop_delivery_every: None,
         }
     }
 }
@@ -150,6 +163,12 @@ impl Config {
         if self.groups_per_user_max == 0 {
             return invalid("groups_per_user_max must be non-zero");
         }
+        if self.dev_drop_delivery_every == Some(0) {
+            return invalid("dev_drop_delivery_every must be at least 1");
+        }
+        if !self.dev && self.dev_drop_delivery_every.is_some() {
+            return invalid("dev_drop_delivery_every needs dev mode (--dev)");
+        }
         if !self.dev && self.token_secret.is_none() {
             return invalid("token_secret is required (or run with --dev)");
         }
@@ -193,8 +212,37 @@ mod tests {
         assert!(c.validate().is_err());
         let c = Config {
             read_buffer_bytes: 10,
+            ..dev.clone()
+        };
+        assert!(c.validate().is_err());
+        let drop = Config {
+            dev_drop_delivery_every: Some(3),
+            ..dev.clone()
+        };
+        assert!(drop.validate().is_ok());
+        let c = Config {
+            dev: false,
+            token_secret: Some("x".repeat(32)),
+            ..drop
+        };
+        assert!(c.validate().is_err(), "fault injection outside dev mode");
+        let c = Config {
+            dev_drop_delivery_every: Some(0),
             ..dev
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn admin_listen_defaults_to_loopback_and_reads_from_toml() {
+        let c = Config::default();
+        assert_eq!(
+            c.admin_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9090)))
+        );
+        let c: Config = toml::from_str("admin_listen = \"127.0.0.1:9100\"").unwrap();
+        assert_eq!(c.admin_listen.map(|a| a.port()), Some(9100));
+        let c: Config = toml::from_str("dev_drop_delivery_every = 5").unwrap();
+        assert_eq!(c.dev_drop_delivery_every, Some(5));
     }
 }

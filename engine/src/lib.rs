@@ -24,9 +24,11 @@
 //!   `dup` of the socket plus the bytes read after the request head).
 //! - [`store_io`]: the bridge that keeps storage work off the shards: write
 //!   completions and read results come back through a bounded [`store_io::Inbox`].
+//! - `metrics.rs`: the admin listener, Prometheus `/metrics` on a plain
+//!   thread, fed by per-shard atomics.
 //! - `sys/`: the crate's only `unsafe` (a non-blocking `recv`).
 //!
-//! Not yet: push, metrics. No permessage-deflate, keep-alive or TLS
+//! Not yet: push. No permessage-deflate, keep-alive or TLS
 //! (terminate TLS in front).
 
 pub mod catchup;
@@ -44,6 +46,7 @@ mod accept;
 mod chat;
 mod conn;
 mod dev;
+mod metrics;
 mod shard;
 #[cfg(test)]
 mod sim_rng;

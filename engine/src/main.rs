@@ -37,6 +37,15 @@ struct Cli {
     /// The HMAC token secret (at least 32 bytes); prefer the environment.
     #[arg(long, env = "SWITCHBOARD_TOKEN_SECRET", hide_env_values = true)]
     token_secret: Option<String>,
+    /// Admin address for Prometheus `/metrics` (default 127.0.0.1:9090; if
+    /// it cannot be bound, the server warns and runs without it).
+    #[arg(long, env = "SWITCHBOARD_ADMIN_LISTEN")]
+    admin_listen: Option<std::net::SocketAddr>,
+    /// Dev mode only, for testing correctness checkers: each shard silently
+    /// skips every Nth live delivery (proves loadgen's audit catches a lost
+    /// message).
+    #[arg(long, env = "SWITCHBOARD_DEV_DROP_DELIVERY_EVERY", value_name = "N")]
+    dev_drop_delivery_every: Option<u64>,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "SWITCHBOARD_LOG_JSON")]
     log_json: bool,
@@ -63,6 +72,12 @@ impl Cli {
         c.dev |= self.dev;
         if self.token_secret.is_some() {
             c.token_secret = self.token_secret;
+        }
+        if self.admin_listen.is_some() {
+            c.admin_listen = self.admin_listen;
+        }
+        if self.dev_drop_delivery_every.is_some() {
+            c.dev_drop_delivery_every = self.dev_drop_delivery_every;
         }
         Ok(c)
     }

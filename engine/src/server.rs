@@ -11,6 +11,7 @@ use storage::Store;
 
 use crate::chat::{self, HubInit, StoreEvent};
 use crate::config::{Config, ConfigError};
+use crate::metrics::{Admin, ShardStats};
 use crate::shard::{self, ShardInit};
 use crate::shutdown::Shutdown;
 use crate::store_io::ReadPool;
@@ -50,6 +51,7 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     store: Store,
     reads: ReadPool<StoreEvent>,
+    admin: Option<Admin>,
 }
 
 impl Server {
@@ -85,6 +87,7 @@ impl Server {
             })?;
         let shutdown = Arc::new(Shutdown::new(shards));
         let config = Arc::new(config);
+        let stats = ShardStats::for_shards(shards);
         let mut threads = Vec::new();
         for (id, listener) in (0..shards).zip(listeners) {
             let link = links.next().expect("the mesh has a link per shard");
@@ -95,6 +98,8 @@ impl Server {
                 shutdown: shutdown.clone(),
                 chat: HubInit {
                     link,
+                    stats: stats.clone(),
+                    drop_delivery_every: config.dev_drop_delivery_every,
                     store: store.clone(),
                     reads: reads.handle(),
                     limits: crate::conv::OwnerLimits {
@@ -104,31 +109,27 @@ impl Server {
                     },
                 },
             };
-            let thread = std::thread::Builder::new()
-                .name(format!("shard-{id}"))
-                .spawn(move || {
-                    let span = tracing::info_span!("shard", id);
-                    let _enter = span.enter();
-                    if let Err(e) = shard::run(shard, listener) {
-                        tracing::error!(cause = %e, "shard failed");
-                    }
-                })
-                .map_err(StartError::Spawn)?;
-            threads.push(thread);
+            threads.push(spawn_shard(shard, listener)?);
         }
-        tracing::info!(%addr, shards, durability = %config.durability, dev = config.dev, "listening");
+        let admin = announce(addr, shards, &config, stats);
         Ok(Server {
             addr,
             shutdown,
             threads,
             store,
             reads,
+            admin,
         })
     }
 
     /// The bound public address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound admin address, if the admin listener runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(Admin::local_addr)
     }
 
     /// A handle that stops the server when [`Shutdown::request`]ed.
@@ -144,11 +145,65 @@ impl Server {
                 tracing::error!("a shard thread panicked");
             }
         }
+        if let Some(admin) = self.admin {
+            admin.stop();
+        }
         drop(self.reads);
         if let Err(e) = self.store.flush() {
             tracing::warn!(cause = %e, "final store flush failed; the journal will be replayed");
         }
         tracing::info!("stopped");
+    }
+}
+
+/// Runs a shard on a new thread.
+fn spawn_shard(
+    shard: ShardInit,
+    listener: std::net::TcpListener,
+) -> Result<JoinHandle<()>, StartError> {
+    let id = shard.id;
+    std::thread::Builder::new()
+        .name(format!("shard-{id}"))
+        .spawn(move || {
+            let span = tracing::info_span!("shard", id);
+            let _enter = span.enter();
+            if let Err(e) = shard::run(shard, listener) {
+                tracing::error!(cause = %e, "shard failed");
+            }
+        })
+        .map_err(StartError::Spawn)
+}
+
+/// Logs `listening`, then starts the admin listener: its own `admin
+/// listening` line comes after, so tools that look for the first
+/// `listening addr=` line find the public address.
+fn announce(
+    addr: SocketAddr,
+    shards: u16,
+    config: &Config,
+    stats: Arc<[ShardStats]>,
+) -> Option<Admin> {
+    tracing::info!(%addr, shards, durability = %config.durability, dev = config.dev, "listening");
+    if let Some(every) = config.dev_drop_delivery_every {
+        tracing::warn!(every, "dev fault injection: dropping live deliveries");
+    }
+    config
+        .admin_listen
+        .and_then(|addr| start_admin(addr, stats))
+}
+
+/// Starts the admin listener; a port that cannot be bound (another server
+/// on this host has it) costs the metrics, not the server.
+fn start_admin(addr: SocketAddr, stats: Arc<[ShardStats]>) -> Option<Admin> {
+    match Admin::start(addr, stats) {
+        Ok(admin) => {
+            tracing::info!(addr = %admin.local_addr(), "admin listening");
+            Some(admin)
+        }
+        Err(e) => {
+            tracing::warn!(admin_addr = %addr, cause = %e, "cannot bind the admin address; serving no metrics");
+            None
+        }
     }
 }
 

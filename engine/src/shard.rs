@@ -12,6 +12,7 @@ use slab::Slab;
 
 use crate::chat::{Hub, HubInit};
 use crate::config::Config;
+use crate::metrics::ShardStats;
 use crate::shutdown::Shutdown;
 
 /// What a shard thread starts from; everything in it can cross threads.
@@ -173,7 +174,9 @@ pub(crate) struct ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.shard.conns.borrow_mut().remove(self.key);
+        let mut conns = self.shard.conns.borrow_mut();
+        conns.remove(self.key);
+        ShardStats::set(&self.shard.chat.stats().connections, conns.len());
     }
 }
 
@@ -189,6 +192,7 @@ impl Shard {
             handle.close();
         }
         let key = conns.insert(handle.clone());
+        ShardStats::set(&self.chat.stats().connections, conns.len());
         Some(ConnGuard {
             shard: self.clone(),
             key,

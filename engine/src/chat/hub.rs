@@ -15,6 +15,7 @@ use super::presence::Presence;
 use super::session::Session;
 use super::{ShardMsg, Watcher};
 use crate::conv::{Action, Owner, OwnerLimits};
+use crate::metrics::ShardStats;
 use crate::store_io::{Inbox, InboxSink, ReadHandle, Slots};
 
 /// Storage operations a shard's conversation owner may have in flight.
@@ -38,6 +39,10 @@ pub(crate) const FANOUT_CHUNK: usize = 1024;
 /// What a shard's hub is built from; everything in it can cross threads.
 pub(crate) struct HubInit {
     pub link: Link<ShardMsg>,
+    /// Every shard's published numbers; this hub writes its own.
+    pub stats: Arc<[ShardStats]>,
+    /// Dev fault injection: skip every Nth live delivery.
+    pub drop_delivery_every: Option<u64>,
     pub store: Store,
     pub reads: ReadHandle<StoreEvent>,
     pub limits: OwnerLimits,
@@ -68,8 +73,12 @@ pub(crate) struct Hub {
     link: RefCell<Link<ShardMsg>>,
     /// Per destination shard: messages waiting for room in its queue.
     backlog: RefCell<Vec<VecDeque<ShardMsg>>>,
-    /// Messages dropped because a backlog was full.
-    pub dropped: Cell<u64>,
+    /// Every shard's published numbers (this one's at `me`).
+    stats: Arc<[ShardStats]>,
+    /// Dev fault injection: skip every Nth live delivery (`None`: never).
+    drop_delivery_every: Option<u64>,
+    /// Live deliveries counted towards `drop_delivery_every`.
+    live_deliveries: Cell<u64>,
     pub owner: RefCell<Owner>,
     pub store: Store,
     pub reads: ReadHandle<StoreEvent>,
@@ -101,7 +110,9 @@ impl Hub {
             shards,
             link: RefCell::new(init.link),
             backlog: RefCell::new((0..shards).map(|_| VecDeque::new()).collect()),
-            dropped: Cell::new(0),
+            stats: init.stats,
+            drop_delivery_every: init.drop_delivery_every,
+            live_deliveries: Cell::new(0),
             owner: RefCell::new(Owner::new(me, init.limits, OWNER_CREDITS)),
             store: init.store,
             reads: init.reads,
@@ -119,6 +130,22 @@ impl Hub {
             fanout: RefCell::new(FanoutCache::default()),
             sends_stopped: Cell::new(false),
         }
+    }
+
+    /// This shard's published numbers.
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats[usize::from(self.me)]
+    }
+
+    /// Counts a live delivery to a device; `false` if dev fault injection
+    /// says to skip it silently (every Nth).
+    pub fn keep_live_delivery(&self) -> bool {
+        let Some(every) = self.drop_delivery_every else {
+            return true;
+        };
+        let n = self.live_deliveries.get() + 1;
+        self.live_deliveries.set(n);
+        !n.is_multiple_of(every)
     }
 
     /// Refuses new sends from now on (shutdown).
@@ -186,7 +213,7 @@ impl Hub {
             msg
         };
         if queue.len() >= BACKLOG_MAX {
-            self.dropped.set(self.dropped.get() + 1);
+            ShardStats::bump(&self.stats().router_dropped);
             tracing::warn!(to, "router backlog full; dropping a live message");
             return;
         }
@@ -380,7 +407,11 @@ impl Hub {
                 let msg = error(None, Some(cmid), code, send_refusal(code));
                 self.reply(to.shard, to.conn, msg);
             }
-            Action::Deliver { msg, members } => self.deliver(&msg, &members),
+            Action::Deliver { msg, members } => {
+                // Every message made durable is delivered exactly once.
+                ShardStats::bump(&self.stats().messages_appended);
+                self.deliver(&msg, &members);
+            }
             Action::Done { to } => self.reply(to.shard, to.conn, ServerMsg::Ok { rid: to.rid }),
             Action::Info { to, info } => {
                 let msg = ServerMsg::Conv {

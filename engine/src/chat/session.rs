@@ -17,6 +17,7 @@ use super::jobs::{self, StoreEvent};
 use super::{ShardMsg, Watcher};
 use crate::catchup::{self, CatchUp, CatchUpLimits};
 use crate::conv::{Append, GroupOp, GroupRequest, Reply, Sender, Signal};
+use crate::metrics::ShardStats;
 use crate::shard::{ConnGuard, ConnHandle, Shard};
 use crate::websocket::{self, Data, Handler};
 use crate::ws;
@@ -197,6 +198,12 @@ impl Session {
                         skipped += 1;
                         continue;
                     }
+                    // Dev fault injection: lost on the way, as far as the
+                    // device can tell (it is durable and fetchable).
+                    Some(catchup::Action::Send(_)) if s.live && !hub.keep_live_delivery() => {
+                        skipped += 1;
+                        continue;
+                    }
                     _ => {}
                 }
                 let live = s.live;
@@ -242,6 +249,9 @@ impl Session {
                 }
             }
             catchup::Action::Send(msg) => {
+                if live {
+                    ShardStats::bump(&hub.stats().deliveries);
+                }
                 let frame = hub.frames.frame(&msg, self.encoding);
                 self.queue_frame(&frame, !live);
                 self.sends_queued.set(self.sends_queued.get() + 1);
@@ -329,9 +339,11 @@ pub(crate) async fn run(
 }
 
 fn register(hub: &Hub, session: &Rc<Session>) {
-    hub.sessions
-        .borrow_mut()
-        .insert(session.id, session.clone());
+    {
+        let mut sessions = hub.sessions.borrow_mut();
+        sessions.insert(session.id, session.clone());
+        ShardStats::set(&hub.stats().sessions, sessions.len());
+    }
     let first = {
         let mut by_user = hub.by_user.borrow_mut();
         let conns = by_user.entry(session.user).or_default();
@@ -344,7 +356,11 @@ fn register(hub: &Hub, session: &Rc<Session>) {
 }
 
 fn unregister(hub: &Hub, session: &Session) {
-    hub.sessions.borrow_mut().remove(&session.id);
+    {
+        let mut sessions = hub.sessions.borrow_mut();
+        sessions.remove(&session.id);
+        ShardStats::set(&hub.stats().sessions, sessions.len());
+    }
     let last = {
         let mut by_user = hub.by_user.borrow_mut();
         let conns = by_user.entry(session.user).or_default();
@@ -420,6 +436,10 @@ impl Handler for ChatHandler {
         self.shard.chat.flush();
         let s = &self.session;
         if let Some(reason) = s.close.get() {
+            // Called no more once it has answered `Err`: counted once.
+            if reason.0 == close::SLOW_CONSUMER {
+                ShardStats::bump(&self.shard.chat.stats().slow_consumer_closes);
+            }
             return Err(reason);
         }
         let mut queued = s.out.borrow_mut();
