@@ -31,6 +31,10 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Server {
         let data = tempfile::tempdir().unwrap();
         let mut child = Command::new(switchboard())
             .args([
@@ -42,6 +46,8 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data.path())
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(extra)
             .env("SWITCHBOARD_LOG", "info,fjall=warn,lsm_tree=warn")
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())
@@ -238,4 +244,35 @@ fn group_fan_out_reaches_every_member_in_order() {
     assert!(s.totals.sent >= 15, "{:?}", s.totals);
     // Two groups of 30: every message reaches the 29 other members.
     assert_eq!(s.totals.delivered, s.totals.sent * 29);
+}
+
+/// The audit is real: a server that drops one live delivery in 25 (its
+/// dev-only fault flag) fails the run with exit 1 and names the gaps.
+#[test]
+fn the_audit_fails_when_the_server_drops_a_message() {
+    let server = Server::start_with(&["--dev-drop-delivery-every", "25"]);
+    let out = tempfile::tempdir().unwrap();
+    let args = [
+        "chat",
+        "--conns",
+        "20",
+        "--rate",
+        "200",
+        "--duration",
+        "1",
+        "--drain",
+        "2",
+    ];
+    let output = loadgen(&server, out.path(), &args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("audit FAILED"), "{stdout}");
+    let s = Summary::read(&out.path().join("summary.json")).unwrap();
+    assert!(!s.audit.passed);
+    assert!(s.audit.violations_total > 0);
+    assert!(
+        s.audit.violations.iter().any(|v| v.contains("got seq")),
+        "{:?}",
+        s.audit.violations
+    );
 }
