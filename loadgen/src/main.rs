@@ -12,6 +12,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod run;
+mod scrape;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -35,7 +36,7 @@ const CONNS_PER_PROCESS_MAX: usize = 18_000;
 )]
 enum Cli {
     /// Run a scenario against a server.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Put two runs' summaries side by side.
     Compare { a: PathBuf, b: PathBuf },
 }
@@ -92,6 +93,10 @@ struct RunArgs {
     /// Worker processes (default: enough for 18,000 connections each).
     #[arg(long)]
     processes: Option<usize>,
+    /// The server's admin address, scraped for `/metrics` (RSS, CPU,
+    /// connections) once a second; `none` to skip.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    metrics: String,
     /// Where the summary, `.hgrm` files and report go.
     #[arg(long, default_value = "loadgen-out")]
     out: PathBuf,
@@ -145,11 +150,20 @@ fn run_cmd(args: &RunArgs) -> Result<bool> {
     );
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let summary = match args.worker {
+    let scraper = match (args.worker, args.metrics.as_str()) {
+        (None, "none") | (Some(_), _) => None,
+        (None, addr) => Some(scrape::Scraper::start(
+            addr.parse().with_context(|| format!("--metrics {addr}"))?,
+        )),
+    };
+    let mut summary = match args.worker {
         Some(i) => run_here(args, i, processes)?,
         None if processes == 1 => run_here(args, 0, 1)?,
         None => run_workers(args, processes)?,
     };
+    if let Some(s) = scraper {
+        summary.server = s.finish();
+    }
     if args.worker.is_none() {
         write_outputs(&summary, &args.out)?;
         print_summary(&summary, &args.out);
@@ -277,6 +291,7 @@ fn worker_args(args: &RunArgs, i: usize, processes: usize, out: &Path) -> Vec<st
     flag("processes", processes.to_string());
     flag("worker", i.to_string());
     flag("out", out.display().to_string());
+    flag("metrics", "none".to_owned());
     v
 }
 

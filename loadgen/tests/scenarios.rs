@@ -26,6 +26,8 @@ fn switchboard() -> PathBuf {
 struct Server {
     child: Child,
     port: u16,
+    /// The admin port (`/metrics`).
+    admin: u16,
     data: tempfile::TempDir,
 }
 
@@ -59,12 +61,23 @@ impl Server {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening addr=127.0.0.1:").nth(1) {
                     let port: u16 = rest.split(' ').next().unwrap().parse().unwrap();
-                    let _ = tx.send(port);
+                    let _ = tx.send((line.contains("admin listening"), port));
                 }
             }
         });
-        let port = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        Server { child, port, data }
+        let (mut port, mut admin) = (0, 0);
+        while port == 0 || admin == 0 {
+            match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+                (true, p) => admin = p,
+                (false, p) => port = p,
+            }
+        }
+        Server {
+            child,
+            port,
+            admin,
+            data,
+        }
     }
 
     fn secret(&self) -> PathBuf {
@@ -88,6 +101,8 @@ fn loadgen(server: &Server, out: &Path, args: &[&str]) -> std::process::Output {
         .arg(format!("127.0.0.1:{}", server.port))
         .arg("--secret-file")
         .arg(server.secret())
+        .arg("--metrics")
+        .arg(format!("127.0.0.1:{}", server.admin))
         .arg("--out")
         .arg(out)
         .arg("--threads")
@@ -142,6 +157,16 @@ fn chat_delivers_every_acked_message_and_writes_the_outputs() {
     assert_eq!(s.totals.acked, s.totals.sent);
     assert_eq!(s.totals.delivered, s.totals.sent);
     assert_eq!(s.audit.checked_messages, s.totals.sent);
+    // The server's side, scraped from its /metrics.
+    assert!(!s.server.is_empty(), "no server samples");
+    assert!(s.server.iter().all(|x| x.rss_bytes > 0));
+    assert!(
+        s.server
+            .iter()
+            .any(|x| x.connections.is_some_and(|c| c > 0)),
+        "{:?}",
+        s.server
+    );
 }
 
 #[test]

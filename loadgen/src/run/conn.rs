@@ -407,6 +407,7 @@ async fn run_group(
     let receiving: Vec<_> = members
         .into_iter()
         .map(|conn| {
+            acks.receivers.borrow_mut().push(conn.mailbox.clone());
             monoio::spawn(receive(Receiving {
                 conn,
                 conv,
@@ -428,6 +429,8 @@ async fn run_group(
     };
     send_loop(&mailbox, &schedule, &acks, tally).await;
     acks.done.set(true);
+    // Its reply wakes the ack reader to see the sends are done.
+    mailbox.send(&NOOP);
     reading_acks.await;
     let acked = acks.max_seq.get();
     for (i, r) in receiving.into_iter().enumerate() {
@@ -481,6 +484,13 @@ fn keep(t: &mut Tally, violation: String) {
     }
 }
 
+/// A request the server answers at once (`ok`) and that changes nothing:
+/// its reply wakes a connection's reader.
+const NOOP: ClientMsg = ClientMsg::PresenceSubscribe {
+    rid: RequestId(0),
+    users: Vec::new(),
+};
+
 /// The sender's side of a pair, shared by its send loop and ack reader.
 #[derive(Default)]
 struct Acks {
@@ -491,11 +501,23 @@ struct Acks {
     done: Cell<bool>,
     /// The highest acked seq.
     max_seq: Cell<u64>,
+    /// The receivers' mailboxes: once every send is answered, each gets a
+    /// request whose reply wakes its reader to see that (a read cannot be
+    /// cancelled without risking the bytes it took).
+    receivers: RefCell<Vec<Rc<Mailbox>>>,
 }
 
 impl Acks {
     fn settled(&self) -> bool {
         self.done.get() && self.answered.get() == self.sent.get()
+    }
+
+    /// Wakes every receiver's reader with a no-op request (an empty
+    /// `presence_subscribe`, answered by `ok`).
+    fn poke_receivers(&self) {
+        for m in self.receivers.borrow().iter() {
+            m.send(&NOOP);
+        }
     }
 }
 
@@ -535,6 +557,7 @@ async fn run_pair(
     let acks = Rc::new(Acks::default());
     let mailbox = sender.mailbox.clone();
     let reading_acks = monoio::spawn(read_acks(sender, acks.clone(), tally.clone(), deadline));
+    acks.receivers.borrow_mut().push(receiver.mailbox.clone());
     let receiving = monoio::spawn(receive(Receiving {
         conn: receiver,
         conv,
@@ -560,6 +583,8 @@ async fn run_pair(
     };
     send_loop(&mailbox, &schedule, &acks, tally).await;
     acks.done.set(true);
+    // Its reply wakes the ack reader to see the sends are done.
+    mailbox.send(&NOOP);
     reading_acks.await;
     let held = receiving.await;
     let acked = acks.max_seq.get();
@@ -634,7 +659,12 @@ fn micros_since(ns: u64) -> u64 {
 }
 
 /// Reads the sender's acks until every send is answered or the deadline.
-async fn read_acks(mut conn: Conn, acks: Rc<Acks>, tally: Shared, deadline: Instant) {
+async fn read_acks(conn: Conn, acks: Rc<Acks>, tally: Shared, deadline: Instant) {
+    read_acks_until_settled(conn, &acks, &tally, deadline).await;
+    acks.poke_receivers();
+}
+
+async fn read_acks_until_settled(mut conn: Conn, acks: &Acks, tally: &Shared, deadline: Instant) {
     let _ = monoio::time::timeout_at(deadline.into(), async {
         while !acks.settled() {
             let Ok(Some(msg)) = conn.next().await else {
@@ -711,6 +741,7 @@ async fn reconnect(r: &mut Receiving, re: &Reconnect) -> Result<()> {
     let began = Instant::now();
     let (conn, _, caught_up) = Conn::open_since(&re.plan, re.user, re.source, since).await?;
     // The old connection closes as it is replaced.
+    r.acks.receivers.borrow_mut().push(conn.mailbox.clone());
     r.conn = conn;
     let us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
     let _ = r.tally.borrow_mut().catch_up_us.record(us.max(1));
