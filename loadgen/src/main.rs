@@ -226,7 +226,7 @@ fn run_here(args: &RunArgs, i: usize, processes: usize) -> Result<Summary> {
     let clock = std::time::Instant::now();
     // Workers stay quiet: the parent's terminal would get one line each.
     let tally = run::run(&plan, args.worker.is_none())?;
-    summarize(args, &tally, started, clock.elapsed())
+    summarize(args, plan.rate, &tally, started, clock.elapsed())
 }
 
 /// Runs `processes` copies of this binary, each on its share, and merges
@@ -298,6 +298,7 @@ fn worker_args(args: &RunArgs, i: usize, processes: usize, out: &Path) -> Vec<st
 /// Turns one process's tally into a summary.
 fn summarize(
     args: &RunArgs,
+    rate: f64,
     tally: &run::Tally,
     started: std::time::SystemTime,
     took: Duration,
@@ -339,7 +340,8 @@ fn summarize(
             protocol_errors: tally.protocol_errors,
         },
         rates: Rates {
-            target_msgs_per_s: (args.scenario != Scenario::Connect).then_some(args.rate),
+            // This process's share: merged summaries add them up.
+            target_msgs_per_s: (args.scenario != Scenario::Connect).then_some(rate),
             achieved_msgs_per_s: tally.delivered as f64 / args.duration.max(1e-9),
             // Over the connect phase: from the start to the last one up.
             connects_per_s: tally.connections_opened as f64
