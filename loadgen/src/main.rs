@@ -84,6 +84,9 @@ struct RunArgs {
     /// `reconnect`: the share of receivers that drop (1 = all at once).
     #[arg(long, default_value_t = 1.0)]
     reconnect_share: f64,
+    /// `soak`: seconds between one receiver's reconnects.
+    #[arg(long, default_value_t = 30.0)]
+    reconnect_every: f64,
     /// `group`: members per group, the sender included.
     #[arg(long, default_value_t = 100)]
     group_size: usize,
@@ -197,7 +200,7 @@ fn run_here(args: &RunArgs, i: usize, processes: usize) -> Result<Summary> {
     // Split whole units: a pair, a group, or one connection.
     let unit = match args.scenario {
         Scenario::Connect => 1,
-        Scenario::Chat | Scenario::Reconnect => 2,
+        Scenario::Chat | Scenario::Reconnect | Scenario::Soak => 2,
         Scenario::Group => args.group_size.max(2),
     };
     let (from, to) = share(args.conns / unit, i, processes);
@@ -217,6 +220,7 @@ fn run_here(args: &RunArgs, i: usize, processes: usize) -> Result<Summary> {
         reconnect_at: args.reconnect_at.clamp(0.0, 1.0),
         down: Duration::from_secs_f64(args.down.max(0.0)),
         reconnect_share: args.reconnect_share.clamp(0.0, 1.0),
+        reconnect_every: Duration::from_secs_f64(args.reconnect_every.max(1.0)),
         group_size: args.group_size.max(2),
         threads: args
             .threads
@@ -265,6 +269,7 @@ fn worker_args(args: &RunArgs, i: usize, processes: usize, out: &Path) -> Vec<st
         Scenario::Chat => "chat",
         Scenario::Reconnect => "reconnect",
         Scenario::Group => "group",
+        Scenario::Soak => "soak",
     };
     let mut v: Vec<std::ffi::OsString> = vec!["run".into(), scenario.into()];
     let mut flag = |name: &str, value: String| {
@@ -285,6 +290,7 @@ fn worker_args(args: &RunArgs, i: usize, processes: usize, out: &Path) -> Vec<st
     flag("down", args.down.to_string());
     flag("reconnect-share", args.reconnect_share.to_string());
     flag("group-size", args.group_size.to_string());
+    flag("reconnect-every", args.reconnect_every.to_string());
     if let Some(t) = args.threads {
         flag("threads", t.to_string());
     }

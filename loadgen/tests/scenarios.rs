@@ -301,3 +301,39 @@ fn the_audit_fails_when_the_server_drops_a_message() {
         s.audit.violations
     );
 }
+
+#[test]
+fn soak_keeps_every_message_through_repeated_reconnects() {
+    let server = Server::start();
+    let out = tempfile::tempdir().unwrap();
+    let args = [
+        "soak",
+        "--conns",
+        "20",
+        "--rate",
+        "200",
+        "--duration",
+        "4",
+        "--reconnect-every",
+        "1",
+        "--down",
+        "0.2",
+        "--drain",
+        "5",
+    ];
+    let output = loadgen(&server, out.path(), &args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let s = check_outputs(out.path(), &["send_deliver", "catch_up"]);
+    assert!(s.audit.passed, "{:?}", s.audit);
+    assert_eq!(s.totals.delivered, s.totals.sent);
+    // Ten receivers, each back about three times in four seconds.
+    assert!(
+        s.latency["catch_up"].count >= 20,
+        "{:?}",
+        s.latency["catch_up"].count
+    );
+}

@@ -44,7 +44,9 @@ pub fn run_thread(
     let result = rt.block_on(async {
         match plan.scenario {
             Scenario::Connect => hold_connections(plan, t, threads, start, &tally).await,
-            Scenario::Chat | Scenario::Reconnect => chat(plan, t, threads, start, &tally).await,
+            Scenario::Chat | Scenario::Reconnect | Scenario::Soak => {
+                chat(plan, t, threads, start, &tally).await
+            }
             Scenario::Group => groups(plan, t, threads, start, &tally).await,
         }
     });
@@ -471,11 +473,34 @@ async fn group_request(
     }
 }
 
-/// Whether `pair`'s receiver drops and reconnects in a `reconnect` run:
-/// the first `reconnect_share` of the pairs.
+/// Whether `pair`'s receiver drops and reconnects: in a `reconnect` run
+/// the first `reconnect_share` of the pairs, in a `soak` run all.
 fn reconnects(plan: &Plan, pair: usize) -> bool {
     let pairs = plan.conns / 2;
-    plan.scenario == Scenario::Reconnect && (pair as f64) < plan.reconnect_share * pairs as f64
+    match plan.scenario {
+        Scenario::Reconnect => (pair as f64) < plan.reconnect_share * pairs as f64,
+        Scenario::Soak => true,
+        _ => false,
+    }
+}
+
+/// When `pair`'s receiver drops: once at `reconnect_at` of a `reconnect`
+/// run; in a `soak` run every `reconnect_every`, each pair at its own
+/// phase so the reconnects spread over time.
+fn reconnect_times(plan: &Plan, pair: usize, load_start: Instant) -> Vec<Instant> {
+    if plan.scenario != Scenario::Soak {
+        return vec![load_start + plan.duration.mul_f64(plan.reconnect_at)];
+    }
+    let every = plan.reconnect_every.max(Duration::from_secs(1));
+    let phase = every.mul_f64((pair % 97) as f64 / 97.0);
+    let stop = load_start + plan.duration;
+    let mut times = Vec::new();
+    let mut at = load_start + phase + every;
+    while at < stop {
+        times.push(at);
+        at += every;
+    }
+    times
 }
 
 fn keep(t: &mut Tally, violation: String) {
@@ -567,7 +592,7 @@ async fn run_pair(
         deadline,
         tally: tally.clone(),
         reconnect: reconnects(plan, pair).then(|| Reconnect {
-            at: load_start + plan.duration.mul_f64(plan.reconnect_at),
+            at: reconnect_times(plan, pair, load_start),
             down: plan.down,
             plan: plan.clone(),
             user: peer.0,
@@ -704,7 +729,8 @@ struct Receiving {
 }
 
 struct Reconnect {
-    at: Instant,
+    /// When to drop, in order.
+    at: Vec<Instant>,
     down: Duration,
     plan: Plan,
     user: u64,
@@ -718,13 +744,17 @@ struct Reconnect {
 /// catch-up) and goes on.
 async fn receive(mut r: Receiving) -> u64 {
     if let Some(re) = r.reconnect.take() {
-        let _ = monoio::time::timeout_at(re.at.into(), read_live(&mut r, false)).await;
-        if let Err(e) = reconnect(&mut r, &re).await {
-            let mut t = r.tally.borrow_mut();
-            t.protocol_errors += 1;
-            t.progress.errors.fetch_add(1, Relaxed);
-            keep(&mut t, format!("user {}: reconnect failed: {e:#}", re.user));
-            return r.last;
+        for &at in &re.at {
+            // Cutting a read short here is safe: the connection is dropped
+            // and the catch-up starts from the last seq held.
+            let _ = monoio::time::timeout_at(at.into(), read_live(&mut r, false)).await;
+            if let Err(e) = reconnect(&mut r, &re).await {
+                let mut t = r.tally.borrow_mut();
+                t.protocol_errors += 1;
+                t.progress.errors.fetch_add(1, Relaxed);
+                keep(&mut t, format!("user {}: reconnect failed: {e:#}", re.user));
+                return r.last;
+            }
         }
     }
     let _ = monoio::time::timeout_at(r.deadline.into(), read_live(&mut r, true)).await;

@@ -35,6 +35,10 @@ pub enum Scenario {
     /// and posts at its share of the rate; every other member receives
     /// (fan-out), each audited like a `chat` receiver.
     Group,
+    /// A long `chat` in which every receiver keeps dropping and coming
+    /// back (`reconnect_every`, staggered): sustained traffic, reconnects
+    /// and catch-up together, audited throughout.
+    Soak,
 }
 
 /// One worker's share of a run (a process may run several threads).
@@ -63,6 +67,8 @@ pub struct Plan {
     pub reconnect_at: f64,
     pub down: Duration,
     pub reconnect_share: f64,
+    /// `soak`: how often each receiver drops and reconnects.
+    pub reconnect_every: Duration,
     /// `group`: members per group (the sender included).
     pub group_size: usize,
 }
