@@ -365,7 +365,7 @@ fn summarize(
                 acked: 0,
                 delivered: *delivered,
                 errors: 0,
-                send_deliver_p99_us: None,
+                send_deliver_p99_us: tally.timeline_p99.get(t).copied().flatten(),
             })
             .collect(),
         server: Vec::new(),

@@ -40,8 +40,9 @@ pub fn run_thread(
         .enable_timer()
         .with_entries(4096)
         .build()?;
-    let tally: Shared = Rc::new(RefCell::new(Tally::new(progress)?));
+    let tally: Shared = Rc::new(RefCell::new(Tally::new(progress, start)?));
     let result = rt.block_on(async {
+        monoio::spawn(per_second(Rc::downgrade(&tally), start));
         match plan.scenario {
             Scenario::Connect => hold_connections(plan, t, threads, start, &tally).await,
             Scenario::Chat | Scenario::Reconnect | Scenario::Soak => {
@@ -55,6 +56,32 @@ pub fn run_thread(
     Rc::try_unwrap(tally)
         .map(RefCell::into_inner)
         .map_err(|_| anyhow::anyhow!("connection tasks outlived their thread"))
+}
+
+/// Once a second: the p99 of the send→deliver latencies of that second,
+/// into the timeline and the progress line (runs as long as the thread).
+async fn per_second(tally: std::rc::Weak<RefCell<Tally>>, start: Instant) {
+    let mut second = 0;
+    loop {
+        second += 1;
+        monoio::time::sleep_until((start + Duration::from_secs(second)).into()).await;
+        // Weak: the thread takes the tally back when its work is done.
+        let Some(tally) = tally.upgrade() else {
+            return;
+        };
+        let mut t = tally.borrow_mut();
+        if t.window_us.is_empty() {
+            continue;
+        }
+        let p99 = t.window_us.value_at_quantile(0.99);
+        t.window_us.reset();
+        let index = usize::try_from(second - 1).unwrap_or(usize::MAX);
+        if index >= t.timeline_p99.len() {
+            t.timeline_p99.resize(index + 1, None);
+        }
+        t.timeline_p99[index] = Some(p99);
+        t.progress.p99_us.fetch_max(p99, Relaxed);
+    }
 }
 
 /// Bytes waiting to be written by a connection's writer task.
@@ -415,7 +442,6 @@ async fn run_group(
                 conv,
                 last: base,
                 acks: acks.clone(),
-                load_start,
                 deadline,
                 tally: tally.clone(),
                 reconnect: None,
@@ -588,7 +614,6 @@ async fn run_pair(
         conv,
         last: base,
         acks: acks.clone(),
-        load_start,
         deadline,
         tally: tally.clone(),
         reconnect: reconnects(plan, pair).then(|| Reconnect {
@@ -660,15 +685,15 @@ async fn send_loop(mailbox: &Mailbox, s: &Schedule, acks: &Acks, tally: &Shared)
         let mut t = tally.borrow_mut();
         t.sent += 1;
         t.progress.sent.fetch_add(1, Relaxed);
-        tick(&mut t, s.load_start, 0);
+        tick(&mut t, 0);
         n += 1;
         next = s.load_start + interval.mul_f64(n as f64);
     }
 }
 
 /// Counts one send (`which` 0) or delivery (1) in the second it happened.
-fn tick(t: &mut Tally, load_start: Instant, which: usize) {
-    let second = usize::try_from(load_start.elapsed().as_secs()).unwrap_or(usize::MAX);
+fn tick(t: &mut Tally, which: usize) {
+    let second = usize::try_from(t.run_start.elapsed().as_secs()).unwrap_or(usize::MAX);
     if second >= t.timeline.len() {
         t.timeline.resize(second + 1, (0, 0));
     }
@@ -721,7 +746,6 @@ struct Receiving {
     /// The highest seq held without a gap.
     last: u64,
     acks: Rc<Acks>,
-    load_start: Instant,
     deadline: Instant,
     tally: Shared,
     /// `reconnect`: when to drop the connection, and the way back.
@@ -809,11 +833,13 @@ fn take(r: &mut Receiving, m: &protocol::Message, live: bool) {
     r.last = m.seq.0;
     t.delivered += 1;
     t.progress.delivered.fetch_add(1, Relaxed);
-    tick(&mut t, r.load_start, 1);
+    tick(&mut t, 1);
     if live
         && let protocol::Content::Text(body) = &m.content
         && let Some(Ok(ns)) = body.split(' ').next().map(str::parse::<u64>)
     {
-        let _ = t.send_deliver_us.record(micros_since(ns));
+        let us = micros_since(ns);
+        let _ = t.send_deliver_us.record(us);
+        let _ = t.window_us.record(us);
     }
 }

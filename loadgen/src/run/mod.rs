@@ -90,8 +90,14 @@ pub struct Tally {
     pub delivered: u64,
     pub send_errors: u64,
     pub protocol_errors: u64,
-    /// Per second since the load started: (sent, delivered).
+    /// Per second since the run started: (sent, delivered).
     pub timeline: Vec<(u64, u64)>,
+    /// Per second: the p99 of the send→deliver latencies in it.
+    pub timeline_p99: Vec<Option<u64>>,
+    /// This second's send→deliver latencies (emptied every second).
+    pub window_us: Histogram<u64>,
+    /// When the run started (the timeline's zero).
+    pub run_start: Instant,
     /// Audit: messages checked, and what went wrong.
     pub checked: u64,
     pub violations: Vec<String>,
@@ -106,19 +112,22 @@ pub struct Progress {
     pub sent: AtomicU64,
     pub delivered: AtomicU64,
     pub errors: AtomicU64,
+    /// The highest per-second send→deliver p99 since the last line.
+    pub p99_us: AtomicU64,
 }
 
 impl Progress {
     fn line(&self, elapsed: Duration, last_sent: &mut u64) -> String {
         let sent = self.sent.load(Ordering::Relaxed);
         let line = format!(
-            "[{:>4}s] conns {}  sent {} (+{}/s)  delivered {}  errors {}",
+            "[{:>4}s] conns {}  sent {} (+{}/s)  delivered {}  errors {}  p99 {:.1} ms",
             elapsed.as_secs(),
             self.connections.load(Ordering::Relaxed),
             sent,
             sent - *last_sent,
             self.delivered.load(Ordering::Relaxed),
             self.errors.load(Ordering::Relaxed),
+            self.p99_us.swap(0, Ordering::Relaxed) as f64 / 1000.0,
         );
         *last_sent = sent;
         line
@@ -129,7 +138,7 @@ impl Progress {
 const LATENCY_US_MAX: u64 = 3_600_000_000;
 
 impl Tally {
-    fn new(progress: Arc<Progress>) -> Result<Tally> {
+    fn new(progress: Arc<Progress>, run_start: Instant) -> Result<Tally> {
         let h = || Histogram::new_with_bounds(1, LATENCY_US_MAX, 3);
         Ok(Tally {
             connect_us: h()?,
@@ -145,6 +154,9 @@ impl Tally {
             send_errors: 0,
             protocol_errors: 0,
             timeline: Vec::new(),
+            timeline_p99: Vec::new(),
+            window_us: h()?,
+            run_start,
             checked: 0,
             violations: Vec::new(),
             progress,
@@ -173,6 +185,13 @@ impl Tally {
         for (mine, theirs) in self.timeline.iter_mut().zip(&other.timeline) {
             mine.0 += theirs.0;
             mine.1 += theirs.1;
+        }
+        if self.timeline_p99.len() < other.timeline_p99.len() {
+            self.timeline_p99.resize(other.timeline_p99.len(), None);
+        }
+        for (mine, theirs) in self.timeline_p99.iter_mut().zip(&other.timeline_p99) {
+            // An upper bound: the threads' histograms are not kept.
+            *mine = (*mine).max(*theirs);
         }
         Ok(())
     }
@@ -222,7 +241,7 @@ fn join(
     handles: Vec<std::thread::JoinHandle<Result<Tally>>>,
     counts: &Arc<Progress>,
 ) -> Result<Tally> {
-    let mut total = Tally::new(counts.clone())?;
+    let mut total = Tally::new(counts.clone(), Instant::now())?;
     for h in handles {
         let tally = h
             .join()
