@@ -90,6 +90,9 @@ struct RunArgs {
     /// `group`: members per group, the sender included.
     #[arg(long, default_value_t = 100)]
     group_size: usize,
+    /// `soak`: the share of the connections in groups (the rest in pairs).
+    #[arg(long, default_value_t = 0.2)]
+    group_share: f64,
     /// Threads per process (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -222,6 +225,7 @@ fn run_here(args: &RunArgs, i: usize, processes: usize) -> Result<Summary> {
         reconnect_share: args.reconnect_share.clamp(0.0, 1.0),
         reconnect_every: Duration::from_secs_f64(args.reconnect_every.max(1.0)),
         group_size: args.group_size.max(2),
+        group_share: args.group_share.clamp(0.0, 1.0),
         threads: args
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
@@ -291,6 +295,7 @@ fn worker_args(args: &RunArgs, i: usize, processes: usize, out: &Path) -> Vec<st
     flag("reconnect-share", args.reconnect_share.to_string());
     flag("group-size", args.group_size.to_string());
     flag("reconnect-every", args.reconnect_every.to_string());
+    flag("group-share", args.group_share.to_string());
     if let Some(t) = args.threads {
         flag("threads", t.to_string());
     }

@@ -45,9 +45,8 @@ pub fn run_thread(
         monoio::spawn(per_second(Rc::downgrade(&tally), start));
         match plan.scenario {
             Scenario::Connect => hold_connections(plan, t, threads, start, &tally).await,
-            Scenario::Chat | Scenario::Reconnect | Scenario::Soak => {
-                chat(plan, t, threads, start, &tally).await
-            }
+            Scenario::Chat | Scenario::Reconnect => chat(plan, t, threads, start, &tally).await,
+            Scenario::Soak => soak(plan, t, threads, start, &tally).await,
             Scenario::Group => groups(plan, t, threads, start, &tally).await,
         }
     });
@@ -324,6 +323,38 @@ async fn chat(plan: &Plan, t: usize, threads: usize, start: Instant, tally: &Sha
         task.await;
     }
     Ok(())
+}
+
+/// `soak`: a mix — `group_share` of the connections in groups of
+/// `group_size` (fan-out), the rest in pairs whose receivers keep
+/// reconnecting; the message rate is split the same way.
+async fn soak(plan: &Plan, t: usize, threads: usize, start: Instant, tally: &Shared) -> Result<()> {
+    let size = plan.group_size.max(2);
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a share of a connection count, within 0..=conns"
+    )]
+    let in_groups = ((plan.conns as f64 * plan.group_share) as usize) / size * size;
+    let share = in_groups as f64 / plan.conns.max(1) as f64;
+    let groups_plan = Plan {
+        scenario: Scenario::Group,
+        conns: in_groups,
+        rate: plan.rate * share,
+        ..plan.clone()
+    };
+    let pairs_plan = Plan {
+        conns: plan.conns - in_groups,
+        first_user: plan.first_user + in_groups as u64,
+        rate: plan.rate * (1.0 - share),
+        // Connection indices continue after the groups' (source spread).
+        ..plan.clone()
+    };
+    let (a, b) = monoio::join!(
+        groups(&groups_plan, t, threads, start, tally),
+        chat(&pairs_plan, t, threads, start, tally)
+    );
+    a.and(b)
 }
 
 /// `group`: whole groups per thread (a group's members share its state).

@@ -35,9 +35,10 @@ pub enum Scenario {
     /// and posts at its share of the rate; every other member receives
     /// (fan-out), each audited like a `chat` receiver.
     Group,
-    /// A long `chat` in which every receiver keeps dropping and coming
-    /// back (`reconnect_every`, staggered): sustained traffic, reconnects
-    /// and catch-up together, audited throughout.
+    /// Mixed and long: pairs whose receivers keep dropping and coming back
+    /// (`reconnect_every`, staggered) beside groups (`group_share` of the
+    /// connections): sustained 1:1 and fan-out traffic, reconnects and
+    /// catch-up together, audited throughout.
     Soak,
 }
 
@@ -71,6 +72,8 @@ pub struct Plan {
     pub reconnect_every: Duration,
     /// `group`: members per group (the sender included).
     pub group_size: usize,
+    /// `soak`: the share of the connections that are in groups.
+    pub group_share: f64,
 }
 
 /// What one thread measured.
