@@ -39,6 +39,13 @@ enum Cli {
     Run(Box<RunArgs>),
     /// Put two runs' summaries side by side.
     Compare { a: PathBuf, b: PathBuf },
+    /// Render a summary's HTML report again.
+    Report {
+        summary: PathBuf,
+        /// Where the HTML goes.
+        #[arg(long, default_value = "report.html")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -121,6 +128,18 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cli::Report { summary, out } => {
+            let rendered = Summary::read(&summary)
+                .map_err(anyhow::Error::from)
+                .and_then(|s| Ok(loadgen::report::write(&out, &s)?));
+            match rendered {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("loadgen: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Cli::Compare { a, b } => match compare(&a, &b) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
