@@ -73,6 +73,9 @@ struct RunArgs {
     /// `chat`: messages per second, in all (open loop).
     #[arg(long, default_value_t = 1000.0)]
     rate: f64,
+    /// Seconds over which the message rate ramps up linearly to `--rate`.
+    #[arg(long, default_value_t = 0.0)]
+    ramp: f64,
     /// `chat`: bytes per message body.
     #[arg(long, default_value_t = 100)]
     payload: usize,
@@ -236,6 +239,7 @@ fn run_here(args: &RunArgs, i: usize, processes: usize) -> Result<Summary> {
         sources: parse_sources(&args.sources)?,
         connect_rate: args.connect_rate * fraction,
         rate: args.rate * fraction,
+        ramp: Duration::from_secs_f64(args.ramp.max(0.0)),
         payload: args.payload,
         duration: Duration::from_secs_f64(args.duration),
         drain: Duration::from_secs_f64(args.drain),
@@ -307,6 +311,7 @@ fn worker_args(args: &RunArgs, i: usize, processes: usize, out: &Path) -> Vec<st
     flag("connect-rate", args.connect_rate.to_string());
     flag("rate", args.rate.to_string());
     flag("payload", args.payload.to_string());
+    flag("ramp", args.ramp.to_string());
     flag("duration", args.duration.to_string());
     flag("drain", args.drain.to_string());
     flag("reconnect-at", args.reconnect_at.to_string());

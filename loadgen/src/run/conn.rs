@@ -482,6 +482,7 @@ async fn run_group(
     let schedule = Schedule {
         conv,
         rate,
+        ramp: plan.ramp,
         payload: plan.payload,
         load_start,
         stop,
@@ -658,6 +659,7 @@ async fn run_pair(
     let schedule = Schedule {
         conv,
         rate,
+        ramp: plan.ramp,
         payload: plan.payload,
         load_start,
         stop,
@@ -683,6 +685,8 @@ async fn run_pair(
 struct Schedule {
     conv: ConvId,
     rate: f64,
+    /// The rate ramps up linearly over this long.
+    ramp: Duration,
     payload: usize,
     load_start: Instant,
     stop: Instant,
@@ -698,7 +702,6 @@ async fn send_loop(mailbox: &Mailbox, s: &Schedule, acks: &Acks, tally: &Shared)
     let interval = Duration::from_secs_f64(1.0 / s.rate);
     let wall_start = wall_ns();
     let mut next = s.load_start;
-    let mut n: u64 = 0;
     while next < s.stop {
         monoio::time::sleep_until(next.into()).await;
         let intended = wall_start + u64::try_from((next - s.load_start).as_nanos()).unwrap_or(0);
@@ -717,9 +720,18 @@ async fn send_loop(mailbox: &Mailbox, s: &Schedule, acks: &Acks, tally: &Shared)
         t.sent += 1;
         t.progress.sent.fetch_add(1, Relaxed);
         tick(&mut t, 0);
-        n += 1;
-        next = s.load_start + interval.mul_f64(n as f64);
+        next += ramped(interval, next - s.load_start, s.ramp);
     }
+}
+
+/// The gap to the next send at `elapsed` into the load: `interval`, or
+/// longer while the rate ramps up linearly over `ramp` (from 2% of it).
+fn ramped(interval: Duration, elapsed: Duration, ramp: Duration) -> Duration {
+    if elapsed >= ramp {
+        return interval;
+    }
+    let share = (elapsed.as_secs_f64() / ramp.as_secs_f64()).max(0.02);
+    interval.div_f64(share)
 }
 
 /// Counts one send (`which` 0) or delivery (1) in the second it happened.
@@ -872,5 +884,19 @@ fn take(r: &mut Receiving, m: &protocol::Message, live: bool) {
         let us = micros_since(ns);
         let _ = t.send_deliver_us.record(us);
         let _ = t.window_us.record(us);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_ramps_up_linearly() {
+        let (ms, s) = (Duration::from_millis(1), Duration::from_secs(1));
+        assert_eq!(ramped(ms, Duration::ZERO, Duration::ZERO), ms, "no ramp");
+        assert_eq!(ramped(ms, 10 * s, 10 * s), ms, "ramp over");
+        assert_eq!(ramped(ms, 5 * s, 10 * s), 2 * ms, "half way: half the rate");
+        assert_eq!(ramped(ms, Duration::ZERO, 10 * s), 50 * ms, "from 2% of it");
     }
 }

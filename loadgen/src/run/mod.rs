@@ -57,6 +57,8 @@ pub struct Plan {
     pub connect_rate: f64,
     /// Messages per second sent by this worker's senders together.
     pub rate: f64,
+    /// The message rate ramps up linearly over this long.
+    pub ramp: Duration,
     pub payload: usize,
     /// How long the load runs once every connection is up.
     pub duration: Duration,
