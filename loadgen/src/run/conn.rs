@@ -487,11 +487,7 @@ async fn run_group(
         load_start,
         stop,
     };
-    send_loop(&mailbox, &schedule, &acks, tally).await;
-    acks.done.set(true);
-    // Its reply wakes the ack reader to see the sends are done.
-    mailbox.send(&NOOP);
-    reading_acks.await;
+    send_and_settle(&schedule, &mailbox, &acks, tally, reading_acks).await;
     let acked = acks.max_seq.get();
     for (i, r) in receiving.into_iter().enumerate() {
         let in_order = r.await;
@@ -664,11 +660,7 @@ async fn run_pair(
         load_start,
         stop,
     };
-    send_loop(&mailbox, &schedule, &acks, tally).await;
-    acks.done.set(true);
-    // Its reply wakes the ack reader to see the sends are done.
-    mailbox.send(&NOOP);
-    reading_acks.await;
+    send_and_settle(&schedule, &mailbox, &acks, tally, reading_acks).await;
     let held = receiving.await;
     let acked = acks.max_seq.get();
     let mut t = tally.borrow_mut();
@@ -690,6 +682,22 @@ struct Schedule {
     payload: usize,
     load_start: Instant,
     stop: Instant,
+}
+
+/// Sends on the schedule, then waits for the ack reader to see every send
+/// answered (or its deadline).
+async fn send_and_settle(
+    schedule: &Schedule,
+    mailbox: &Mailbox,
+    acks: &Acks,
+    tally: &Shared,
+    reading_acks: monoio::task::JoinHandle<()>,
+) {
+    send_loop(mailbox, schedule, acks, tally).await;
+    acks.done.set(true);
+    // Its reply wakes the ack reader to see the sends are done.
+    mailbox.send(&NOOP);
+    reading_acks.await;
 }
 
 /// Posts at the schedule's open-loop rate until it stops. The cmid is the
