@@ -236,6 +236,7 @@ fn run_here(args: &RunArgs, i: usize, processes: usize) -> Result<Summary> {
         secret: secret.trim().as_bytes().to_vec(),
         conns: (to - from) * unit,
         first_user: args.first_user + (from * unit) as u64,
+        schedule_offset: 0,
         sources: parse_sources(&args.sources)?,
         connect_rate: args.connect_rate * fraction,
         rate: args.rate * fraction,

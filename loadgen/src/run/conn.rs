@@ -229,12 +229,12 @@ impl Conn {
 }
 
 fn source(plan: &Plan, index: usize) -> std::net::Ipv4Addr {
-    plan.sources[index % plan.sources.len()]
+    plan.sources[(plan.schedule_offset + index) % plan.sources.len()]
 }
 
 /// The intended start of connection `index`, by the plan's connect rate.
 fn due(plan: &Plan, start: Instant, index: usize) -> Instant {
-    let secs = index as f64 / plan.connect_rate.max(0.001);
+    let secs = (plan.schedule_offset + index) as f64 / plan.connect_rate.max(0.001);
     start + Duration::from_secs_f64(secs)
 }
 
@@ -347,7 +347,8 @@ async fn soak(plan: &Plan, t: usize, threads: usize, start: Instant, tally: &Sha
         conns: plan.conns - in_groups,
         first_user: plan.first_user + in_groups as u64,
         rate: plan.rate * (1.0 - share),
-        // Connection indices continue after the groups' (source spread).
+        // The pairs connect after the groups, at the same connect rate.
+        schedule_offset: plan.schedule_offset + in_groups,
         ..plan.clone()
     };
     let (a, b) = monoio::join!(

@@ -50,6 +50,10 @@ pub struct Plan {
     pub secret: Vec<u8>,
     /// Connections this worker opens (for `chat`, twice the pairs).
     pub conns: usize,
+    /// Connections scheduled before this plan's in the same run: its
+    /// connection `i` starts (and picks its source address) as number
+    /// `schedule_offset + i`.
+    pub schedule_offset: usize,
     /// The first user id; connection `i` is user `first_user + i`.
     pub first_user: u64,
     pub sources: Vec<Ipv4Addr>,
