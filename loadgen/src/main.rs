@@ -339,7 +339,7 @@ fn summarize(
     started: std::time::SystemTime,
     took: Duration,
 ) -> Result<Summary> {
-    use loadgen::summary::{Audit, Latency, Rates, Sample, Totals};
+    use loadgen::summary::{Audit, Latency, Rates, Sample};
     let mut latency = std::collections::BTreeMap::new();
     for (name, h) in [
         ("connect", &tally.connect_us),
@@ -366,21 +366,13 @@ fn summarize(
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0)),
         duration_s: seconds,
         params,
-        totals: Totals {
-            connections_opened: tally.connections_opened,
-            connect_errors: tally.connect_errors,
-            sent: tally.sent,
-            acked: tally.acked,
-            delivered: tally.delivered,
-            send_errors: tally.send_errors,
-            protocol_errors: tally.protocol_errors,
-        },
+        totals: tally.totals,
         rates: Rates {
             // This process's share: merged summaries add them up.
             target_msgs_per_s: (args.scenario != Scenario::Connect).then_some(rate),
-            achieved_msgs_per_s: tally.delivered as f64 / args.duration.max(1e-9),
+            achieved_msgs_per_s: tally.totals.delivered as f64 / args.duration.max(1e-9),
             // Over the connect phase: from the start to the last one up.
-            connects_per_s: tally.connections_opened as f64
+            connects_per_s: tally.totals.connections_opened as f64
                 / tally.connected_by.as_secs_f64().max(1e-9),
         },
         latency,
@@ -390,7 +382,7 @@ fn summarize(
             .enumerate()
             .map(|(t, (sent, delivered))| Sample {
                 t_s: t as u64,
-                connections: tally.connections_opened,
+                connections: tally.totals.connections_opened,
                 sent: *sent,
                 acked: 0,
                 delivered: *delivered,

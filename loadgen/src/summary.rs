@@ -185,7 +185,8 @@ impl Audit {
 }
 
 impl Totals {
-    fn merge(&mut self, other: &Totals) {
+    /// Adds `other`'s counts.
+    pub fn merge(&mut self, other: &Totals) {
         self.connections_opened += other.connections_opened;
         self.connect_errors += other.connect_errors;
         self.sent += other.sent;

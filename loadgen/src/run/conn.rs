@@ -255,19 +255,19 @@ async fn open_timed(
         Ok(Ok(conn)) => {
             let us = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
             let _ = t.connect_us.record(us.max(1));
-            t.connections_opened += 1;
+            t.totals.connections_opened += 1;
             t.connected_by = t.connected_by.max(start.elapsed());
             t.progress.connections.fetch_add(1, Relaxed);
             Some(conn)
         }
         Ok(Err(e)) => {
-            t.connect_errors += 1;
+            t.totals.connect_errors += 1;
             t.progress.errors.fetch_add(1, Relaxed);
             tracing::debug!(user, cause = %e, "connect failed");
             None
         }
         Err(_) => {
-            t.connect_errors += 1;
+            t.totals.connect_errors += 1;
             t.progress.errors.fetch_add(1, Relaxed);
             None
         }
@@ -307,18 +307,41 @@ async fn hold_connections(
 async fn chat(plan: &Plan, t: usize, threads: usize, start: Instant, tally: &Shared) -> Result<()> {
     let pairs = plan.conns / 2;
     let per_pair = plan.rate / pairs.max(1) as f64;
-    let mut tasks = Vec::new();
-    for pair in (t..pairs).step_by(threads) {
-        let (plan, tally) = (plan.clone(), tally.clone());
-        tasks.push(monoio::spawn(async move {
-            if let Err(e) = run_pair(&plan, pair, per_pair, start, &tally).await {
-                let mut t = tally.borrow_mut();
-                t.protocol_errors += 1;
-                t.progress.errors.fetch_add(1, Relaxed);
-                keep(&mut t, format!("pair {pair}: {e:#}"));
-            }
-        }));
-    }
+    each_unit(pairs, t, threads, tally, "pair", |pair, tally| {
+        let plan = plan.clone();
+        async move { run_pair(&plan, pair, per_pair, start, &tally).await }
+    })
+    .await
+}
+
+/// Runs units `t, t + threads, …` below `count` (this thread's pairs or
+/// groups) concurrently; a unit that fails is counted and named.
+async fn each_unit<F, Fut>(
+    count: usize,
+    t: usize,
+    threads: usize,
+    tally: &Shared,
+    name: &'static str,
+    run: F,
+) -> Result<()>
+where
+    F: Fn(usize, Shared) -> Fut,
+    Fut: std::future::Future<Output = Result<()>> + 'static,
+{
+    let tasks: Vec<_> = (t..count)
+        .step_by(threads)
+        .map(|unit| {
+            let (unit_run, tally) = (run(unit, tally.clone()), tally.clone());
+            monoio::spawn(async move {
+                if let Err(e) = unit_run.await {
+                    let mut t = tally.borrow_mut();
+                    t.totals.protocol_errors += 1;
+                    t.progress.errors.fetch_add(1, Relaxed);
+                    keep(&mut t, format!("{name} {unit}: {e:#}"));
+                }
+            })
+        })
+        .collect();
     for task in tasks {
         task.await;
     }
@@ -369,22 +392,11 @@ async fn groups(
     let size = plan.group_size.max(2);
     let groups = plan.conns / size;
     let per_group = plan.rate / groups.max(1) as f64;
-    let mut tasks = Vec::new();
-    for g in (t..groups).step_by(threads) {
-        let (plan, tally) = (plan.clone(), tally.clone());
-        tasks.push(monoio::spawn(async move {
-            if let Err(e) = run_group(&plan, g * size, size, per_group, start, &tally).await {
-                let mut t = tally.borrow_mut();
-                t.protocol_errors += 1;
-                t.progress.errors.fetch_add(1, Relaxed);
-                keep(&mut t, format!("group {g}: {e:#}"));
-            }
-        }));
-    }
-    for task in tasks {
-        task.await;
-    }
-    Ok(())
+    each_unit(groups, t, threads, tally, "group", |g, tally| {
+        let plan = plan.clone();
+        async move { run_group(&plan, g * size, size, per_group, start, &tally).await }
+    })
+    .await
 }
 
 /// Users per `group_create` or `group_add` (the protocol's bound).
@@ -726,7 +738,7 @@ async fn send_loop(mailbox: &Mailbox, s: &Schedule, acks: &Acks, tally: &Shared)
         });
         acks.sent.set(acks.sent.get() + 1);
         let mut t = tally.borrow_mut();
-        t.sent += 1;
+        t.totals.sent += 1;
         t.progress.sent.fetch_add(1, Relaxed);
         tick(&mut t, 0);
         next += ramped(interval, next - s.load_start, s.ramp);
@@ -776,12 +788,12 @@ async fn read_acks_until_settled(mut conn: Conn, acks: &Acks, tally: &Shared, de
             match msg {
                 ServerMsg::Ack { cmid, seq, .. } => {
                     let _ = t.send_ack_us.record(micros_since(cmid.0));
-                    t.acked += 1;
+                    t.totals.acked += 1;
                     acks.max_seq.set(acks.max_seq.get().max(seq.0));
                     acks.answered.set(acks.answered.get() + 1);
                 }
                 ServerMsg::Error { cmid: Some(_), .. } => {
-                    t.send_errors += 1;
+                    t.totals.send_errors += 1;
                     t.progress.errors.fetch_add(1, Relaxed);
                     acks.answered.set(acks.answered.get() + 1);
                 }
@@ -826,7 +838,7 @@ async fn receive(mut r: Receiving) -> u64 {
             let _ = monoio::time::timeout_at(at.into(), read_live(&mut r, false)).await;
             if let Err(e) = reconnect(&mut r, &re).await {
                 let mut t = r.tally.borrow_mut();
-                t.protocol_errors += 1;
+                t.totals.protocol_errors += 1;
                 t.progress.errors.fetch_add(1, Relaxed);
                 keep(&mut t, format!("user {}: reconnect failed: {e:#}", re.user));
                 return r.last;
@@ -883,7 +895,7 @@ fn take(r: &mut Receiving, m: &protocol::Message, live: bool) {
         keep(&mut t, gap);
     }
     r.last = m.seq.0;
-    t.delivered += 1;
+    t.totals.delivered += 1;
     t.progress.delivered.fetch_add(1, Relaxed);
     tick(&mut t, 1);
     if live

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use hdrhistogram::Histogram;
+use loadgen::summary::Totals;
 
 /// What the connections do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -90,15 +91,10 @@ pub struct Tally {
     pub send_deliver_us: Histogram<u64>,
     /// From a receiver's reconnect to its `synced`.
     pub catch_up_us: Histogram<u64>,
-    pub connections_opened: u64,
+    /// Counts: connections, sends, acks, deliveries, errors.
+    pub totals: Totals,
     /// When the last connection was up, from the run's start.
     pub connected_by: Duration,
-    pub connect_errors: u64,
-    pub sent: u64,
-    pub acked: u64,
-    pub delivered: u64,
-    pub send_errors: u64,
-    pub protocol_errors: u64,
     /// Per second since the run started: (sent, delivered).
     pub timeline: Vec<(u64, u64)>,
     /// Per second: the p99 of the send→deliver latencies in it.
@@ -154,14 +150,8 @@ impl Tally {
             send_ack_us: h()?,
             send_deliver_us: h()?,
             catch_up_us: h()?,
-            connections_opened: 0,
+            totals: Totals::default(),
             connected_by: Duration::ZERO,
-            connect_errors: 0,
-            sent: 0,
-            acked: 0,
-            delivered: 0,
-            send_errors: 0,
-            protocol_errors: 0,
             timeline: Vec::new(),
             timeline_p99: Vec::new(),
             window_us: h()?,
@@ -178,14 +168,8 @@ impl Tally {
         self.send_ack_us.add(&other.send_ack_us)?;
         self.send_deliver_us.add(&other.send_deliver_us)?;
         self.catch_up_us.add(&other.catch_up_us)?;
-        self.connections_opened += other.connections_opened;
+        self.totals.merge(&other.totals);
         self.connected_by = self.connected_by.max(other.connected_by);
-        self.connect_errors += other.connect_errors;
-        self.sent += other.sent;
-        self.acked += other.acked;
-        self.delivered += other.delivered;
-        self.send_errors += other.send_errors;
-        self.protocol_errors += other.protocol_errors;
         self.checked += other.checked;
         self.violations.extend(other.violations.iter().cloned());
         if self.timeline.len() < other.timeline.len() {
