@@ -66,6 +66,14 @@ pub struct Config {
     /// exists to prove that loadgen's audit catches a lost message. Default
     /// `None`; refused outside `dev`.
     pub dev_drop_delivery_every: Option<u64>,
+    /// pushd's Unix socket. With it, messages to offline devices that have a
+    /// push token become push jobs (outbox, then pushd); without it, no push
+    /// jobs are made. Default `None`.
+    pub push_socket: Option<PathBuf>,
+    /// Messages to one device in one conversation within this window of the
+    /// first become one notification with a count. Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub push_coalesce: Duration,
 }
 
 impl Default for Config {
@@ -88,6 +96,8 @@ impl Default for Config {
             groups_per_user_max: 10_000,
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             dev_drop_delivery_every: None,
+            push_socket: None,
+            push_coalesce: Duration::from_secs(2),
         }
     }
 }
@@ -168,6 +178,9 @@ impl Config {
         }
         if !self.dev && self.dev_drop_delivery_every.is_some() {
             return invalid("dev_drop_delivery_every needs dev mode (--dev)");
+        }
+        if self.push_coalesce > Duration::from_secs(3600) {
+            return invalid("push_coalesce must be at most 1h");
         }
         if !self.dev && self.token_secret.is_none() {
             return invalid("token_secret is required (or run with --dev)");

@@ -28,7 +28,10 @@
 //!   thread, fed by per-shard atomics.
 //! - `sys/`: the crate's only `unsafe` (a non-blocking `recv`).
 //!
-//! Not yet: push. No permessage-deflate, keep-alive or TLS
+//! - [`push`]: push jobs for offline devices: per-shard coalescing, the
+//!   durable outbox, and the forwarder thread that streams them to pushd.
+//!
+//! Not yet: permessage-deflate, keep-alive or TLS
 //! (terminate TLS in front).
 
 pub mod catchup;
@@ -37,6 +40,7 @@ pub mod conv;
 pub mod error;
 pub mod handoff;
 pub mod http;
+pub mod push;
 pub mod server;
 pub mod shutdown;
 pub mod store_io;

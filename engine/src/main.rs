@@ -46,6 +46,13 @@ struct Cli {
     /// message).
     #[arg(long, env = "SWITCHBOARD_DEV_DROP_DELIVERY_EVERY", value_name = "N")]
     dev_drop_delivery_every: Option<u64>,
+    /// pushd's Unix socket; enables push notifications for offline devices.
+    #[arg(long, env = "SWITCHBOARD_PUSH_SOCKET", value_name = "PATH")]
+    push_socket: Option<std::path::PathBuf>,
+    /// Push coalescing window, e.g. `2s` (messages to a device in one
+    /// conversation within it become one notification).
+    #[arg(long, env = "SWITCHBOARD_PUSH_COALESCE", value_parser = humantime_duration)]
+    push_coalesce: Option<std::time::Duration>,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "SWITCHBOARD_LOG_JSON")]
     log_json: bool,
@@ -79,8 +86,18 @@ impl Cli {
         if self.dev_drop_delivery_every.is_some() {
             c.dev_drop_delivery_every = self.dev_drop_delivery_every;
         }
+        if self.push_socket.is_some() {
+            c.push_socket = self.push_socket;
+        }
+        if let Some(v) = self.push_coalesce {
+            c.push_coalesce = v;
+        }
         Ok(c)
     }
+}
+
+fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime_serde::re::humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn init_logging(json: bool) {

@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::http::{self, Request, Status};
+use crate::push::{PushShared, PushStats};
 
 /// Bytes of one admin request (head and body) read at most.
 const REQUEST_BYTES_MAX: usize = 8 * 1024;
@@ -79,14 +80,18 @@ pub(crate) struct Admin {
 
 impl Admin {
     /// Binds `addr` and serves on a new thread.
-    pub fn start(addr: SocketAddr, stats: Arc<[ShardStats]>) -> std::io::Result<Admin> {
+    pub fn start(
+        addr: SocketAddr,
+        stats: Arc<[ShardStats]>,
+        push: Option<Arc<PushShared>>,
+    ) -> std::io::Result<Admin> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name("admin".to_owned())
-            .spawn(move || serve(&listener, &stats, &stopped))?;
+            .spawn(move || serve(&listener, &Sources { stats, push }, &stopped))?;
         Ok(Admin { addr, stop, thread })
     }
 
@@ -113,7 +118,13 @@ impl Admin {
     }
 }
 
-fn serve(listener: &TcpListener, stats: &[ShardStats], stop: &AtomicBool) {
+/// What `/metrics` reports on.
+struct Sources {
+    stats: Arc<[ShardStats]>,
+    push: Option<Arc<PushShared>>,
+}
+
+fn serve(listener: &TcpListener, stats: &Sources, stop: &AtomicBool) {
     loop {
         let accepted = listener.accept();
         if stop.load(Ordering::Relaxed) {
@@ -135,7 +146,7 @@ fn serve(listener: &TcpListener, stats: &[ShardStats], stop: &AtomicBool) {
 }
 
 /// Reads one request and answers it.
-fn answer(mut stream: TcpStream, stats: &[ShardStats]) -> std::io::Result<()> {
+fn answer(mut stream: TcpStream, stats: &Sources) -> std::io::Result<()> {
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
     let mut buf = Vec::with_capacity(1024);
@@ -168,10 +179,13 @@ fn answer(mut stream: TcpStream, stats: &[ShardStats]) -> std::io::Result<()> {
     stream.flush()
 }
 
-fn respond(req: &Request<'_>, stats: &[ShardStats], out: &mut Vec<u8>) {
+fn respond(req: &Request<'_>, sources: &Sources, out: &mut Vec<u8>) {
     match (req.method(), req.path()) {
         ("GET", "/metrics") => {
-            let body = render(stats);
+            let mut body = render(&sources.stats);
+            if let Some(push) = &sources.push {
+                render_push(&mut body, &push.stats);
+            }
             http::write_response(out, Status::Ok, &[], CONTENT_TYPE, body.as_bytes());
         }
         (_, "/metrics") => http::write_text(out, Status::MethodNotAllowed, "use GET\n"),
@@ -238,6 +252,70 @@ pub(crate) fn render(stats: &[ShardStats]) -> String {
         }
     }
     text
+}
+
+/// The push forwarder's counters (present when pushd is configured).
+fn render_push(text: &mut String, p: &PushStats) {
+    let rows: [(&str, &str, &str, &AtomicU64); 9] = [
+        (
+            "switchboard_push_jobs_created_total",
+            "counter",
+            "Push jobs opened (one per device and conversation window).",
+            &p.created,
+        ),
+        (
+            "switchboard_push_coalesced_total",
+            "counter",
+            "Messages folded into an open push job.",
+            &p.coalesced,
+        ),
+        (
+            "switchboard_push_dropped_total",
+            "counter",
+            "Push jobs or messages dropped by a bound.",
+            &p.dropped,
+        ),
+        (
+            "switchboard_push_cancelled_total",
+            "counter",
+            "Open push jobs dropped because their device came online.",
+            &p.cancelled,
+        ),
+        (
+            "switchboard_push_forwarded_total",
+            "counter",
+            "Push jobs sent to pushd.",
+            &p.forwarded,
+        ),
+        (
+            "switchboard_push_acked_total",
+            "counter",
+            "Push jobs pushd stored (removed from the outbox).",
+            &p.acked,
+        ),
+        (
+            "switchboard_push_read_elsewhere_total",
+            "counter",
+            "Push jobs skipped: the user had read the conversation.",
+            &p.read_elsewhere,
+        ),
+        (
+            "switchboard_push_invalid_tokens_total",
+            "counter",
+            "Push tokens removed after the provider rejected them.",
+            &p.invalid_tokens,
+        ),
+        (
+            "switchboard_push_linked",
+            "gauge",
+            "Whether the forwarder is connected to pushd.",
+            &p.linked,
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        header(text, name, kind, help);
+        let _ = writeln!(text, "{name} {}", v.load(Ordering::Relaxed));
+    }
 }
 
 /// The process metrics; one left out if `/proc` did not give it.

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use protocol::token::TokenKey;
@@ -12,6 +13,8 @@ use storage::Store;
 use crate::chat::{self, HubInit, StoreEvent};
 use crate::config::{Config, ConfigError};
 use crate::metrics::{Admin, ShardStats};
+use crate::push::PushShared;
+use crate::push::forwarder::{self, ForwarderInit};
 use crate::shard::{self, ShardInit};
 use crate::shutdown::Shutdown;
 use crate::store_io::ReadPool;
@@ -52,19 +55,56 @@ pub struct Server {
     store: Store,
     reads: ReadPool<StoreEvent>,
     admin: Option<Admin>,
+    push: Option<Push>,
+}
+
+/// The token key: the configured secret, or in dev mode the data directory's.
+fn token_key(config: &Config) -> Result<TokenKey, StartError> {
+    let secret = match &config.token_secret {
+        Some(s) => s.clone(),
+        None => crate::dev::load_or_create_secret(&config.data_dir)
+            .map_err(|e| StartError::Secret(e.to_string()))?,
+    };
+    TokenKey::new(secret.as_bytes()).map_err(|e| StartError::Secret(e.to_string()))
+}
+
+/// The push forwarder, when pushd is configured.
+#[derive(Debug)]
+struct Push {
+    shared: Arc<PushShared>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+/// Starts the push forwarder if `push_socket` is set.
+fn start_push(config: &Config, store: &Store, shards: u16) -> Result<Option<Push>, StartError> {
+    let Some(socket) = config.push_socket.clone() else {
+        return Ok(None);
+    };
+    let (shared, rx) = PushShared::new(shards);
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = forwarder::start(ForwarderInit {
+        store: store.clone(),
+        socket,
+        window: config.push_coalesce,
+        shards,
+        shared: shared.clone(),
+        rx,
+        stop: stop.clone(),
+    })
+    .map_err(StartError::Spawn)?;
+    Ok(Some(Push {
+        shared,
+        stop,
+        thread,
+    }))
 }
 
 impl Server {
     /// Validates `config`, opens the store, and starts every shard.
     pub fn start(config: Config) -> Result<Server, StartError> {
         config.validate()?;
-        let secret = match (&config.token_secret, config.dev) {
-            (Some(s), _) => s.clone(),
-            (None, _) => crate::dev::load_or_create_secret(&config.data_dir)
-                .map_err(|e| StartError::Secret(e.to_string()))?,
-        };
-        let tokens =
-            TokenKey::new(secret.as_bytes()).map_err(|e| StartError::Secret(e.to_string()))?;
+        let tokens = token_key(&config)?;
         let shards = config.shard_count();
         // Every storage operation a shard can have in flight fits in the
         // store's queues, so a shard's submission is never refused as full.
@@ -88,6 +128,10 @@ impl Server {
         let shutdown = Arc::new(Shutdown::new(shards));
         let config = Arc::new(config);
         let stats = ShardStats::for_shards(shards);
+        let push = start_push(&config, &store, shards)?;
+        let hub_push = push
+            .as_ref()
+            .map(|p| (p.shared.clone(), config.push_coalesce));
         let mut threads = Vec::new();
         for (id, listener) in (0..shards).zip(listeners) {
             let link = links.next().expect("the mesh has a link per shard");
@@ -107,11 +151,18 @@ impl Server {
                         groups_per_user_max: config.groups_per_user_max,
                         ..crate::conv::OwnerLimits::default()
                     },
+                    push: hub_push.clone(),
                 },
             };
             threads.push(spawn_shard(shard, listener)?);
         }
-        let admin = announce(addr, shards, &config, stats);
+        let admin = announce(
+            addr,
+            shards,
+            &config,
+            stats,
+            push.as_ref().map(|p| p.shared.clone()),
+        );
         Ok(Server {
             addr,
             shutdown,
@@ -119,6 +170,7 @@ impl Server {
             store,
             reads,
             admin,
+            push,
         })
     }
 
@@ -147,6 +199,13 @@ impl Server {
         }
         if let Some(admin) = self.admin {
             admin.stop();
+        }
+        if let Some(push) = self.push {
+            // Jobs not yet acknowledged stay in the outbox for the next run.
+            push.stop.store(true, Ordering::Release);
+            if push.thread.join().is_err() {
+                tracing::error!("the push forwarder panicked");
+            }
         }
         drop(self.reads);
         if let Err(e) = self.store.flush() {
@@ -182,20 +241,28 @@ fn announce(
     shards: u16,
     config: &Config,
     stats: Arc<[ShardStats]>,
+    push: Option<Arc<PushShared>>,
 ) -> Option<Admin> {
     tracing::info!(%addr, shards, durability = %config.durability, dev = config.dev, "listening");
     if let Some(every) = config.dev_drop_delivery_every {
         tracing::warn!(every, "dev fault injection: dropping live deliveries");
     }
+    if let Some(socket) = &config.push_socket {
+        tracing::info!(socket = %socket.display(), coalesce = ?config.push_coalesce, "push notifications through pushd");
+    }
     config
         .admin_listen
-        .and_then(|addr| start_admin(addr, stats))
+        .and_then(|addr| start_admin(addr, stats, push))
 }
 
 /// Starts the admin listener; a port that cannot be bound (another server
 /// on this host has it) costs the metrics, not the server.
-fn start_admin(addr: SocketAddr, stats: Arc<[ShardStats]>) -> Option<Admin> {
-    match Admin::start(addr, stats) {
+fn start_admin(
+    addr: SocketAddr,
+    stats: Arc<[ShardStats]>,
+    push: Option<Arc<PushShared>>,
+) -> Option<Admin> {
+    match Admin::start(addr, stats, push) {
         Ok(admin) => {
             tracing::info!(addr = %admin.local_addr(), "admin listening");
             Some(admin)

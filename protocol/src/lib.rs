@@ -10,6 +10,7 @@
 //! - [`token`]: HS256 JWT auth tokens.
 //! - [`limits`]: every protocol bound, with compile-time checks of their relations.
 //! - [`close`]: the WebSocket close codes the engine uses.
+//! - [`push`]: the engine ↔ pushd link (push jobs, acknowledgements, feedback).
 //!
 //! `docs/PROTOCOL.md` in the repository describes the protocol for client authors.
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod codec;
 pub mod error;
 pub mod ids;
 pub mod limits;
+pub mod push;
 pub mod server;
 pub mod token;
 

@@ -26,7 +26,7 @@ pub(crate) const OWNER_CREDITS: usize = 4096;
 pub(crate) const SESSION_SLOTS: usize = 4096;
 
 /// Inbox events per shard: every storage operation in flight has a slot.
-pub(crate) const INBOX_CAPACITY: usize = OWNER_CREDITS + SESSION_SLOTS;
+pub(crate) const INBOX_CAPACITY: usize = OWNER_CREDITS + SESSION_SLOTS + super::notify::PUSH_SLOTS;
 
 /// Messages a shard holds for one destination shard whose router queue is
 /// full, before it drops (and counts) live traffic.
@@ -46,6 +46,8 @@ pub(crate) struct HubInit {
     pub store: Store,
     pub reads: ReadHandle<StoreEvent>,
     pub limits: OwnerLimits,
+    /// Push: the shared forwarder state and the coalescing window.
+    pub push: Option<(Arc<crate::push::PushShared>, std::time::Duration)>,
 }
 
 /// What a write's completion is for.
@@ -64,6 +66,15 @@ pub(crate) enum Ticket {
         conn: u64,
         rid: protocol::RequestId,
     },
+    /// A push job's outbox record.
+    Push {
+        user: UserId,
+        device: protocol::DeviceId,
+        conv: ConvId,
+        id: u64,
+    },
+    /// Push jobs dropped because their device came online.
+    PushRemoved,
 }
 
 /// One shard's chat state. Lives on the shard's thread only.
@@ -98,6 +109,8 @@ pub(crate) struct Hub {
     fanout: RefCell<FanoutCache>,
     /// Shutting down: new sends are refused (retryable).
     sends_stopped: Cell<bool>,
+    /// Push for offline devices; `None` when no pushd is configured.
+    pub notify: Option<super::notify::Notify>,
 }
 
 impl Hub {
@@ -129,6 +142,9 @@ impl Hub {
             frames: super::session::FrameCache::default(),
             fanout: RefCell::new(FanoutCache::default()),
             sends_stopped: Cell::new(false),
+            notify: init
+                .push
+                .map(|(shared, window)| super::notify::Notify::new(shared, me, window)),
         }
     }
 

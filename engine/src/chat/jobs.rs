@@ -17,6 +17,10 @@ use crate::conv::Loaded;
 /// Results from storage threads, through the shard's inbox.
 #[derive(Debug)]
 pub(crate) enum StoreEvent {
+    /// Users' devices with push tokens (the push device cache).
+    PushDevices {
+        devices: super::notify::LoadedDevices,
+    },
     Written {
         ticket: u64,
         ok: bool,

@@ -23,6 +23,7 @@
 mod cursors;
 mod hub;
 mod jobs;
+mod notify;
 mod presence;
 mod pump;
 mod session;
@@ -35,7 +36,8 @@ use protocol::{ConvId, Encoding, Message, ServerMsg, UserId};
 use crate::conv::{Append, GroupRequest, Reply, Sender, Signal};
 use crate::handoff::Detached;
 
-pub(crate) use hub::{Hub, HubInit, INBOX_CAPACITY};
+pub(crate) use cursors::USER_ROW;
+pub(crate) use hub::{Hub, HubInit, INBOX_CAPACITY, now_millis};
 pub(crate) use jobs::StoreEvent;
 pub(crate) use pump::pump;
 pub(crate) use session::run as run_session;

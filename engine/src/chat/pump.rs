@@ -41,6 +41,7 @@ pub(crate) async fn pump(shard: Rc<Shard>) {
             handled += 1;
         }
         hub.run_owner();
+        super::notify::tick(hub);
         hub.flush_cursors();
         let backlog = hub.drain_backlog();
         hub.flush();
@@ -49,13 +50,23 @@ pub(crate) async fn pump(shard: Rc<Shard>) {
             yield_now().await;
             continue;
         }
-        if backlog {
-            monoio::select! {
-                () = wait_for_work(hub) => {}
-                () = monoio::time::sleep(BACKLOG_RETRY) => {}
+        let push_close = hub
+            .notify
+            .as_ref()
+            .and_then(super::notify::Notify::next_close);
+        let wake = match (backlog, push_close) {
+            (true, _) => Some(BACKLOG_RETRY),
+            (false, Some(at)) => Some(at.saturating_duration_since(std::time::Instant::now())),
+            (false, None) => None,
+        };
+        match wake {
+            Some(after) => {
+                monoio::select! {
+                    () = wait_for_work(hub) => {}
+                    () = monoio::time::sleep(after) => {}
+                }
             }
-        } else {
-            wait_for_work(hub).await;
+            None => wait_for_work(hub).await,
         }
     }
 }
@@ -119,6 +130,7 @@ fn on_router(shard: &Rc<Shard>, msg: ShardMsg) -> usize {
             for s in sessions_of(hub, &users) {
                 s.deliver(hub, msg.clone());
             }
+            super::notify::on_deliver(hub, &msg, &users);
         }
         ShardMsg::Relay { users, msg } => {
             for s in sessions_of(hub, &users) {
@@ -214,6 +226,7 @@ fn on_store(hub: &Hub, event: StoreEvent) {
             });
             hub.owner.borrow_mut().on_counted(conv, order, counts);
         }
+        StoreEvent::PushDevices { devices } => super::notify::on_devices(hub, devices),
         StoreEvent::Looked { conv, key, found } => {
             let found = found.unwrap_or_else(|e| {
                 tracing::error!(cause = %e, conv = conv.0, "dedupe lookup failed");
@@ -244,6 +257,22 @@ fn on_written(hub: &Hub, ticket: u64, ok: bool) {
                 error(Some(rid), None, ErrorCode::Internal, "write failed; retry")
             };
             hub.reply(hub.me, conn, msg);
+        }
+        Some(Ticket::Push {
+            user,
+            device,
+            conv,
+            id,
+        }) => {
+            if let Some(n) = &hub.notify {
+                n.slots.release();
+            }
+            super::notify::written(hub, user, device, conv, id, ok);
+        }
+        Some(Ticket::PushRemoved) => {
+            if let Some(n) = &hub.notify {
+                n.slots.release();
+            }
         }
         None => tracing::error!(ticket, "a write completion with no ticket"),
     }

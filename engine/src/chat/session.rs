@@ -353,6 +353,7 @@ fn register(hub: &Hub, session: &Rc<Session>) {
     if first {
         hub.announce(session.user, true, None);
     }
+    super::notify::on_online(hub, session.user, session.device);
 }
 
 fn unregister(hub: &Hub, session: &Session) {
@@ -668,6 +669,7 @@ fn put_device(hub: &Hub, s: &Session, rid: protocol::RequestId, push: Option<sto
         ));
         return;
     }
+    super::notify::on_token(hub, s.user, s.device, push.as_ref());
     let op = storage::Op::PutDevice {
         user: s.user,
         device: s.device,

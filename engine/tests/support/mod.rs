@@ -22,6 +22,7 @@ macro_rules! with_one_and_two_shards {
 }
 
 pub mod http;
+pub mod pushd;
 pub mod ws;
 
 use std::ffi::OsString;
