@@ -256,7 +256,7 @@ pub(crate) fn render(stats: &[ShardStats]) -> String {
 
 /// The push forwarder's counters (present when pushd is configured).
 fn render_push(text: &mut String, p: &PushStats) {
-    let rows: [(&str, &str, &str, &AtomicU64); 9] = [
+    let rows: [(&str, &str, &str, &AtomicU64); 10] = [
         (
             "switchboard_push_jobs_created_total",
             "counter",
@@ -274,6 +274,12 @@ fn render_push(text: &mut String, p: &PushStats) {
             "counter",
             "Push jobs or messages dropped by a bound.",
             &p.dropped,
+        ),
+        (
+            "switchboard_push_not_durable_total",
+            "counter",
+            "Push jobs whose outbox write failed (kept in memory only).",
+            &p.not_durable,
         ),
         (
             "switchboard_push_cancelled_total",

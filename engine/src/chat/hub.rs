@@ -66,12 +66,9 @@ pub(crate) enum Ticket {
         conn: u64,
         rid: protocol::RequestId,
     },
-    /// A push job's outbox record.
+    /// A batch of push jobs' outbox records.
     Push {
-        user: UserId,
-        device: protocol::DeviceId,
-        conv: ConvId,
-        id: u64,
+        batch: u64,
     },
     /// Push jobs dropped because their device came online.
     PushRemoved,

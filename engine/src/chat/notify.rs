@@ -7,11 +7,12 @@
 //! `push_unregister` (all of a user's sessions are homed here) and by
 //! pushd's invalid-token feedback.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use protocol::push::Job;
 use protocol::{Content, ConvId, DeviceId, Message, UserId};
 use storage::{Op, PushToken};
 
@@ -30,6 +31,12 @@ const LOAD_BATCH: usize = 512;
 
 /// Users with cached devices per shard; past it, the cache starts over.
 const CACHED_USERS_MAX: usize = 100_000;
+
+/// Outbox records per write request.
+const WRITE_BATCH: usize = 4096;
+
+/// A job's identity in the coalescer: user, device, conversation, job id.
+type JobKey = (UserId, DeviceId, ConvId, u64);
 
 /// Messages held per user while its devices load.
 const PENDING_PER_USER_MAX: usize = 64;
@@ -51,6 +58,11 @@ pub(crate) struct Notify {
     coalescer: RefCell<Coalescer>,
     devices: RefCell<HashMap<UserId, Devices>>,
     to_load: RefCell<Vec<UserId>>,
+    /// Jobs opened this turn, their records not yet submitted.
+    opened: RefCell<Vec<Job>>,
+    /// Outbox writes in flight: batch → its jobs.
+    writing: RefCell<HashMap<u64, Vec<JobKey>>>,
+    next_batch: Cell<u64>,
     pub slots: Slots,
 }
 
@@ -61,6 +73,9 @@ impl Notify {
             coalescer: RefCell::new(Coalescer::new(me, window)),
             devices: RefCell::new(HashMap::new()),
             to_load: RefCell::new(Vec::new()),
+            opened: RefCell::new(Vec::new()),
+            writing: RefCell::new(HashMap::new()),
+            next_batch: Cell::new(0),
             slots: Slots::new(PUSH_SLOTS),
         }
     }
@@ -134,7 +149,7 @@ fn note(hub: &Hub, n: &Notify, user: UserId, list: &[(DeviceId, PushToken)], msg
         match noted {
             Noted::Opened(job) => {
                 bump(&n.shared.stats.created, 1);
-                write_job(hub, n, &job);
+                n.opened.borrow_mut().push(job);
             }
             Noted::Coalesced => bump(&n.shared.stats.coalesced, 1),
             Noted::Dropped => n.dropped(1),
@@ -142,39 +157,76 @@ fn note(hub: &Hub, n: &Notify, user: UserId, list: &[(DeviceId, PushToken)], msg
     }
 }
 
-/// Writes a new job's outbox record; its completion makes the job durable.
-fn write_job(hub: &Hub, n: &Notify, job: &protocol::push::Job) {
-    let ticket = Ticket::Push {
-        user: job.user,
-        device: job.device,
-        conv: job.conv,
-        id: job.id,
-    };
-    let ops = vec![Op::PutOutbox {
-        id: job.id,
-        job: to_record(job),
-    }];
-    if !n.slots.try_reserve() {
-        // No room to write: the job lives in memory only (lost on a crash).
-        n.dropped(1);
-        written(hub, job.user, job.device, job.conv, job.id, false);
-        return;
-    }
-    if !hub.write(ops, ticket) {
-        n.slots.release();
-        written(hub, job.user, job.device, job.conv, job.id, false);
+/// Writes the outbox records of the jobs opened this turn, in batches of
+/// `WRITE_BATCH` (one write request and slot each); a batch's completion
+/// makes its jobs durable.
+fn write_opened(hub: &Hub, n: &Notify) {
+    loop {
+        let jobs: Vec<Job> = {
+            let mut opened = n.opened.borrow_mut();
+            let take = opened.len().min(WRITE_BATCH);
+            opened.drain(..take).collect()
+        };
+        if jobs.is_empty() {
+            return;
+        }
+        let keys: Vec<JobKey> = jobs
+            .iter()
+            .map(|j| (j.user, j.device, j.conv, j.id))
+            .collect();
+        let ops = jobs
+            .iter()
+            .map(|j| Op::PutOutbox {
+                id: j.id,
+                job: to_record(j),
+            })
+            .collect();
+        let batch = n.next_batch.get();
+        n.next_batch.set(batch + 1);
+        let submitted = n.slots.try_reserve() && {
+            let ok = hub.write(ops, Ticket::Push { batch });
+            if !ok {
+                n.slots.release();
+            }
+            ok
+        };
+        if submitted {
+            n.writing.borrow_mut().insert(batch, keys);
+        } else {
+            // No room to write: these jobs live in memory only (a crash
+            // before they reach pushd loses them).
+            bump(&n.shared.stats.not_durable, keys.len() as u64);
+            for k in keys {
+                job_written(n, k);
+            }
+        }
     }
 }
 
-/// A job's outbox write completed.
-pub(crate) fn written(hub: &Hub, user: UserId, device: DeviceId, conv: ConvId, id: u64, ok: bool) {
+/// The outbox write of `batch` completed.
+pub(crate) fn written(hub: &Hub, batch: u64, ok: bool) {
     let Some(n) = &hub.notify else {
         return;
     };
+    n.slots.release();
+    let keys = n.writing.borrow_mut().remove(&batch).unwrap_or_default();
+    if !ok {
+        tracing::warn!(
+            jobs = keys.len(),
+            "push outbox write failed; jobs kept in memory only"
+        );
+        bump(&n.shared.stats.not_durable, keys.len() as u64);
+    }
+    for k in keys {
+        job_written(n, k);
+    }
+}
+
+fn job_written(n: &Notify, (user, device, conv, id): JobKey) {
     let due = n
         .coalescer
         .borrow_mut()
-        .written(Instant::now(), user, device, conv, id, ok);
+        .written(Instant::now(), user, device, conv, id);
     if let Some(job) = due {
         n.shared.forward(Forward::Due(job));
     }
@@ -211,6 +263,7 @@ pub(crate) fn tick(hub: &Hub) {
         }
     }
     load(hub, n);
+    write_opened(hub, n);
     let due = n.coalescer.borrow_mut().due(Instant::now());
     for job in due {
         n.shared.forward(Forward::Due(job));
@@ -297,6 +350,9 @@ pub(crate) fn on_online(hub: &Hub, user: UserId, device: DeviceId) {
     let Some(n) = &hub.notify else {
         return;
     };
+    n.opened
+        .borrow_mut()
+        .retain(|j| j.user != user || j.device != device);
     let (dropped, recent) = n
         .coalescer
         .borrow_mut()

@@ -258,17 +258,7 @@ fn on_written(hub: &Hub, ticket: u64, ok: bool) {
             };
             hub.reply(hub.me, conn, msg);
         }
-        Some(Ticket::Push {
-            user,
-            device,
-            conv,
-            id,
-        }) => {
-            if let Some(n) = &hub.notify {
-                n.slots.release();
-            }
-            super::notify::written(hub, user, device, conv, id, ok);
-        }
+        Some(Ticket::Push { batch }) => super::notify::written(hub, batch, ok),
         Some(Ticket::PushRemoved) => {
             if let Some(n) = &hub.notify {
                 n.slots.release();

@@ -157,8 +157,9 @@ impl Coalescer {
         Noted::Opened(job)
     }
 
-    /// The outbox record of job `id` is durable (`ok`) or failed to write.
-    /// Returns the job if its window has already passed: it is due now.
+    /// The outbox write of job `id` completed (if it failed, the job is
+    /// still forwarded at its time: a crash before then loses it). Returns
+    /// the job if its window has already passed: it is due now.
     pub fn written(
         &mut self,
         now: Instant,
@@ -166,19 +167,10 @@ impl Coalescer {
         device: DeviceId,
         conv: ConvId,
         id: u64,
-        ok: bool,
     ) -> Option<Job> {
         let open = self.open.get_mut(&(user, device))?.get_mut(&conv)?;
         if open.job.id != id {
             return None;
-        }
-        if !ok {
-            // Not durable: forward it anyway at its time; a crash before
-            // then loses it, as it would have lost a job never written.
-            tracing::warn!(
-                user = user.0,
-                "push outbox write failed; job kept in memory only"
-            );
         }
         open.durable = true;
         if open.overdue {
@@ -307,7 +299,7 @@ mod tests {
             c.note(t0, UnixMillis(1001), u, d, &token(), &msg(7, 2, "again")),
             Noted::Coalesced
         );
-        assert!(c.written(t0, u, d, ConvId(7), job.id, true).is_none());
+        assert!(c.written(t0, u, d, ConvId(7), job.id).is_none());
         assert!(c.due(t0 + W / 2).is_empty());
         assert_eq!(c.next_close(), Some(t0 + W));
         let due = c.due(t0 + W);
@@ -338,7 +330,7 @@ mod tests {
             panic!("opens");
         };
         assert!(c.due(t0 + W * 2).is_empty());
-        let due = c.written(t0 + W * 2, UserId(1), DeviceId(1), ConvId(1), job.id, true);
+        let due = c.written(t0 + W * 2, UserId(1), DeviceId(1), ConvId(1), job.id);
         assert_eq!(due.map(|j| j.id), Some(job.id));
     }
 
@@ -351,7 +343,7 @@ mod tests {
         let Noted::Opened(a) = c.note(t0, UnixMillis(5), u, d, &token(), &msg(1, 1, "a")) else {
             panic!("opens")
         };
-        c.written(t0, u, d, ConvId(1), a.id, true);
+        c.written(t0, u, d, ConvId(1), a.id);
         assert_eq!(c.due(t0 + W).len(), 1);
         let Noted::Opened(b) = c.note(t0 + W, UnixMillis(6), u, d, &token(), &msg(2, 1, "b"))
         else {

@@ -56,8 +56,10 @@ pub struct PushStats {
     pub created: AtomicU64,
     /// Messages folded into an open job.
     pub coalesced: AtomicU64,
-    /// Jobs dropped by a bound (open jobs, outbox writes, device loads).
+    /// Jobs or messages dropped by a bound (open jobs, device loads).
     pub dropped: AtomicU64,
+    /// Jobs whose outbox record could not be written (kept in memory only).
+    pub not_durable: AtomicU64,
     /// Open jobs dropped because their device came online.
     pub cancelled: AtomicU64,
     /// Jobs sent to pushd (a job offered again counts again).

@@ -2,7 +2,7 @@
 //!
 //! [`apns::Apns`] and [`fcm::Fcm`] turn a job into the provider's HTTP/2
 //! request and its answer into an [`Outcome`]; they hold the credentials
-//! (provider token, OAuth2 access token) and refresh them. Retries, circuits
+//! (provider token, `OAuth2` access token) and refresh them. Retries, circuits
 //! and failover are the dispatcher's; a provider client sends once.
 
 use std::time::Duration;
