@@ -47,6 +47,13 @@ pub fn now_millis() -> UnixMillis {
     UnixMillis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+fn now_micros() -> u64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 fn endpoint_ix(ep: Endpoint) -> usize {
     match ep {
         Endpoint::Primary => 0,
@@ -164,8 +171,10 @@ async fn send_one(ctx: &Arc<Ctx>, p: usize, client: &Client, q: Queued, ep: Endp
     match outcome {
         Outcome::Sent { .. } => {
             m.sent.fetch_add(1, Ordering::Relaxed);
-            m.delivery(Duration::from_millis(
-                now_millis().0.saturating_sub(q.job.created.0),
+            // The job's creation time has millisecond resolution.
+            let created_us = q.job.created.0.saturating_mul(1000);
+            m.delivery(Duration::from_micros(
+                now_micros().saturating_sub(created_us),
             ));
             let id = q.job.id;
             ctx.sched.finish(id);

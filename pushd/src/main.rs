@@ -42,8 +42,12 @@ enum Cmd {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PUSHD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    // Colours only for a person at a terminal (and never with `NO_COLOR`).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

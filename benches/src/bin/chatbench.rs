@@ -3,7 +3,7 @@
 //!
 //! It starts the server itself (`--dev`, a fresh temporary data directory,
 //! port 0) so that it knows the pid to read CPU time and RSS from
-//! `/proc/<pid>`, and stops it at the end, also on failure. Two modes:
+//! `/proc/<pid>`, and stops it at the end, also on failure. The modes:
 //!
 //! - `pairs` (`pairs.rs`, `peer.rs`): users in pairs, each sender
 //!   posting into the direct conversation with its receiver over its own
@@ -18,6 +18,10 @@
 //!   threads, one member posting on a schedule, next to `pairs`-style 1:1
 //!   traffic; send→last-member latency, and the pairs' latency without and
 //!   with the group's traffic.
+//! - `push` (`push.rs`): push notifications to offline devices through
+//!   `pushd` and its mock provider (both started here too): jobs per
+//!   second to the provider, coalescing, delivery latency (engine job
+//!   creation → provider accepted), server and pushd CPU per job.
 //!
 //! `server.rs` runs the server process; `conn.rs` is the pairs bench's
 //! WebSocket (also the group's sender's); `handshake.rs` the hand-written
@@ -36,6 +40,8 @@ mod handshake;
 mod idle;
 #[path = "chatbench/pairs.rs"]
 mod pairs;
+#[path = "chatbench/push.rs"]
+mod push;
 #[path = "chatbench/server.rs"]
 mod server;
 #[path = "chatbench/stats.rs"]
@@ -52,6 +58,7 @@ use protocol::Encoding;
 use crate::group::GroupOptions;
 use crate::idle::IdleOptions;
 use crate::pairs::PairsOptions;
+use crate::push::{Platforms, PushOptions};
 use crate::server::{Durability, Server, ServerOptions};
 
 #[global_allocator]
@@ -121,6 +128,38 @@ enum Bench {
     /// online, next to unrelated 1:1 pairs; the pairs' latency without
     /// (phase 1) and with (phase 2) the group's traffic.
     Group(GroupArgs),
+    /// Push notifications: messages to offline devices with tokens, through
+    /// the engine's outbox, pushd and a mock APNs/FCM (started here too).
+    Push(PushArgs),
+}
+
+/// `chatbench push`.
+#[derive(Debug, clap::Args)]
+struct PushArgs {
+    /// Receivers (users 2..=N+1), each with one offline device with a token.
+    #[arg(long, default_value_t = 2000)]
+    users: usize,
+    /// Messages the sender (user 1) posts, round-robin over the receivers.
+    #[arg(long, default_value_t = 20_000)]
+    messages: u64,
+    /// Messages per second, open loop.
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// The server's `--push-coalesce` window (`0s`: a job per message).
+    #[arg(long, default_value = "0s")]
+    coalesce: String,
+    /// The mock provider's delay of every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    provider_latency_ms: u64,
+    /// The pushd binary [default: `pushd` next to the server binary].
+    #[arg(long)]
+    pushd: Option<PathBuf>,
+    /// Which provider the tokens are for (`mixed`: even users APNs, odd FCM).
+    #[arg(long, value_enum, default_value_t = Platforms::Mixed)]
+    platform: Platforms,
+    /// pushd's provider requests in flight at most, per provider.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
 }
 
 /// `chatbench group`.
@@ -173,13 +212,19 @@ fn seconds(flag: &str, s: f64) -> Result<Duration> {
         .map_err(|_| anyhow::anyhow!("{flag} must be a non-negative number of seconds"))
 }
 
-fn run(cli: Cli) -> Result<()> {
-    let mut server_options = ServerOptions {
-        path: cli.server,
-        shards: cli.shards,
-        durability: cli.durability,
+/// The server's options before a bench adds its own.
+fn server_options(path: PathBuf, shards: u16, durability: Durability) -> ServerOptions {
+    ServerOptions {
+        path,
+        shards,
+        durability,
         env: Vec::new(),
-    };
+        args: Vec::new(),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut server_options = server_options(cli.server, cli.shards, cli.durability);
     match cli.bench {
         Bench::Pairs {
             pairs,
@@ -244,7 +289,25 @@ fn run(cli: Cli) -> Result<()> {
             let mut server = Server::start(&server_options)?;
             group::run(&mut server, &options)
         }
+        Bench::Push(args) => push(args, &server_options),
     }
+}
+
+fn push(args: PushArgs, server_options: &ServerOptions) -> Result<()> {
+    let options = PushOptions {
+        users: args.users,
+        messages: args.messages,
+        rate: args.rate,
+        coalesce: args.coalesce,
+        provider_latency_ms: args.provider_latency_ms,
+        pushd: args
+            .pushd
+            .unwrap_or_else(|| server_options.path.with_file_name("pushd")),
+        platform: args.platform,
+        concurrency: args.concurrency,
+    };
+    push::check_options(&options)?;
+    push::run(server_options, &options)
 }
 
 fn main() -> ExitCode {

@@ -2,6 +2,7 @@
 //! pid, read through `/proc/<pid>`, and always stopped when dropped.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,9 @@ pub struct ServerOptions {
     pub durability: Durability,
     /// Extra environment variables (`MIMALLOC_ALLOW_THP=0` for the idle bench).
     pub env: Vec<(String, String)>,
+    /// Extra arguments after the bench's own (`--push-socket ...` for the
+    /// push bench).
+    pub args: Vec<OsString>,
 }
 
 /// What the server wrote to stderr after its `listening` line: the last
@@ -60,6 +64,8 @@ struct StderrLog {
     tail: VecDeque<String>,
     warnings: u64,
     errors: u64,
+    /// From the `admin listening addr=...` line, with `--admin-listen`.
+    admin: Option<SocketAddr>,
 }
 
 /// A running `switchboard --dev` on a fresh data directory. Dropping it
@@ -178,6 +184,15 @@ impl Server {
         }
     }
 
+    /// The admin (metrics) address, once the server has logged its
+    /// `admin listening` line (only with `--admin-listen` in `args`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .admin
+    }
+
     /// User plus system CPU time the server has used so far.
     pub fn cpu_time(&self) -> Result<Duration> {
         cpu_time(&self.pid().to_string())
@@ -278,7 +293,8 @@ fn command(options: &ServerOptions, data_dir: &Path) -> Command {
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--shards", &options.shards.to_string()])
-        .args(["--durability", options.durability.as_str()]);
+        .args(["--durability", options.durability.as_str()])
+        .args(&options.args);
     // Our own environment must not configure the server behind our back.
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("SWITCHBOARD_") {
@@ -310,6 +326,9 @@ fn drain_stderr(stderr: ChildStderr, addr_tx: &mpsc::Sender<SocketAddr>, log: &M
         let mut log = log
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if log.admin.is_none() && line.contains("admin listening") {
+            log.admin = parse_listening(&line);
+        }
         if line.contains(" WARN ") {
             log.warnings += 1;
         }
