@@ -199,6 +199,42 @@ fn an_offline_device_gets_one_notification_per_window() {
 }
 
 #[test]
+fn a_private_conversation_notifies_without_a_preview() {
+    let r = rig(2, &[], "");
+    let mut alice = Device::online(&r.server, 1, 1);
+    register_offline(&r.server, 2, 1, Platform::Apns, &apns_token(31));
+    register_offline(&r.server, 2, 2, Platform::Fcm, &fcm_token(32));
+    let conv = conv_with(&mut alice, 2);
+    let answer = alice.request(|rid| ClientMsg::ConvSetPrivate {
+        rid,
+        conv,
+        private: true,
+    });
+    assert!(matches!(answer, ServerMsg::Conv { .. }), "{answer:?}");
+    alice.send_text(conv, "the secret plan");
+    let got = r.mock.wait_accepted(2, DELIVERY);
+    let text = serde_json::to_string(&got).expect("JSON");
+    assert!(!text.contains("secret"), "a preview leaked: {text}");
+    let apns = &apns_to(&got, &apns_token(31))[0];
+    assert_eq!(
+        apns["body"]["aps"]["badge"], 2,
+        "the private event and the text are unread"
+    );
+    // Back to normal: previews again.
+    let answer = alice.request(|rid| ClientMsg::ConvSetPrivate {
+        rid,
+        conv,
+        private: false,
+    });
+    assert!(matches!(answer, ServerMsg::Conv { .. }), "{answer:?}");
+    std::thread::sleep(Duration::from_millis(WINDOW_MS + 200));
+    alice.send_text(conv, "the open plan");
+    let got = r.mock.wait_accepted(4, DELIVERY);
+    let apns = apns_to(&got, &apns_token(31));
+    assert_eq!(apns[1]["body"]["aps"]["alert"]["body"], "the open plan");
+}
+
+#[test]
 fn an_online_device_gets_none() {
     let r = rig(2, &[], "");
     let mut alice = Device::online(&r.server, 1, 1);

@@ -107,6 +107,14 @@ pub enum ClientMsg {
         conv: ConvId,
         visible: bool,
     },
+    /// Mark a conversation private: its push notifications carry no
+    /// message preview (a group's admins, or either side of a direct
+    /// conversation; default: not private).
+    ConvSetPrivate {
+        rid: RequestId,
+        conv: ConvId,
+        private: bool,
+    },
 }
 
 /// Where a history page starts.
@@ -229,6 +237,7 @@ impl ClientMsg {
             | ClientMsg::GroupLeave { .. }
             | ClientMsg::GroupSetRole { .. }
             | ClientMsg::GroupSetHistory { .. }
+            | ClientMsg::ConvSetPrivate { .. }
             | ClientMsg::PushUnregister { .. } => Ok(()),
         }
     }
@@ -246,6 +255,7 @@ impl ClientMsg {
             | ClientMsg::GroupLeave { rid, .. }
             | ClientMsg::GroupSetRole { rid, .. }
             | ClientMsg::GroupSetHistory { rid, .. }
+            | ClientMsg::ConvSetPrivate { rid, .. }
             | ClientMsg::PushRegister { rid, .. }
             | ClientMsg::PushUnregister { rid }
             | ClientMsg::PresenceSubscribe { rid, .. } => Some(*rid),

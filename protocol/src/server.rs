@@ -117,6 +117,11 @@ pub enum GroupEvent {
     HistoryVisible {
         visible: bool,
     },
+    /// Whether the conversation is private (push notifications without a
+    /// preview).
+    Private {
+        private: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -102,6 +102,11 @@ fn client_samples() -> Vec<ClientMsg> {
             conv,
             visible: true,
         },
+        ClientMsg::ConvSetPrivate {
+            rid,
+            conv,
+            private: true,
+        },
         ClientMsg::PushRegister {
             rid,
             platform: Platform::Fcm,
@@ -167,6 +172,7 @@ fn server_samples() -> Vec<ServerMsg> {
             role: Role::Member,
         })),
         ServerMsg::Msg(event(GroupEvent::HistoryVisible { visible: true })),
+        ServerMsg::Msg(event(GroupEvent::Private { private: true })),
         ServerMsg::Receipt {
             conv,
             user: UserId(2),

@@ -214,6 +214,9 @@ fn client_msg() -> BoxedStrategy<ClientMsg> {
         (rid(), conv(), any::<bool>())
             .prop_map(|(rid, conv, visible)| ClientMsg::GroupSetHistory { rid, conv, visible })
             .boxed(),
+        (rid(), conv(), any::<bool>())
+            .prop_map(|(rid, conv, private)| ClientMsg::ConvSetPrivate { rid, conv, private })
+            .boxed(),
         (rid(), platform(), text(1, PUSH_TOKEN_BYTES_MAX))
             .prop_map(|(rid, platform, token)| ClientMsg::PushRegister {
                 rid,
@@ -247,6 +250,7 @@ fn group_event() -> impl Strategy<Value = GroupEvent> + Clone {
         user().prop_map(|user| GroupEvent::Left { user }),
         (user(), role()).prop_map(|(user, role)| GroupEvent::RoleChanged { user, role }),
         any::<bool>().prop_map(|visible| GroupEvent::HistoryVisible { visible }),
+        any::<bool>().prop_map(|private| GroupEvent::Private { private }),
     ]
 }
 
@@ -620,7 +624,7 @@ fn server_strategy_makes_every_variant() {
     );
     assert_eq!(
         support::variant_names::<GroupEvent>().len(),
-        7,
+        8,
         "update group_event()"
     );
 }

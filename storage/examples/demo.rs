@@ -109,6 +109,7 @@ fn create_group(store: &Store, group: ConvId, users: &[UserId]) -> storage::Resu
         created: now,
         members: u32::try_from(users.len()).unwrap_or(u32::MAX),
         history_visible: false,
+        private: false,
         participants: None,
     })];
     for (i, &user) in users.iter().enumerate() {

@@ -15,6 +15,8 @@ pub struct Conversation {
     pub members: u32,
     /// Whether a new member may fetch messages from before it joined.
     pub history_visible: bool,
+    /// Whether push notifications leave out message previews.
+    pub private: bool,
     /// The two users of a direct conversation (lower id first); lets the
     /// engine detect a [`ConvId::direct`] hash collision.
     pub participants: Option<(UserId, UserId)>,

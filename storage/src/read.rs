@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::model::{Conversation, Cursor, Device, Membership, PushJob, SendOutcome};
 use crate::records::{
-    ConvRec, CursorRec, DeviceRec, MemberRec, MessageRec, PushJobRec, SendRec, decode,
+    CursorRec, DeviceRec, MemberRec, MessageRec, PushJobRec, SendRec, decode, decode_conv,
 };
 use crate::tables::{Table, Tables};
 
@@ -43,9 +43,7 @@ pub(crate) fn conv(tables: &Tables, conv: ConvId) -> Result<Option<Conversation>
     let Some(v) = get(tables, Table::Convs, &key)? else {
         return Ok(None);
     };
-    Ok(Some(
-        decode::<ConvRec>(Table::Convs.name(), &key, &v)?.into_model(conv),
-    ))
+    Ok(Some(decode_conv(Table::Convs.name(), &key, &v, conv)?))
 }
 
 fn message_at(key: &[u8], value: &[u8]) -> Result<Message> {

@@ -14,10 +14,28 @@ use rkyv::rancor;
 use crate::error::{Error, Result};
 use crate::model::{Conversation, Cursor, Device, Membership, PushJob, PushToken, SendOutcome};
 
-/// The current record format. A reader that meets another value refuses it.
+/// The record format of every record but conversations. A reader that
+/// meets another value refuses it.
 pub(crate) const FORMAT_V1: u8 = 1;
 
+/// Conversations written since they gained `private` ([`ConvRecV2`]);
+/// [`FORMAT_V1`] conversations are still read (not private).
+pub(crate) const FORMAT_CONV_V2: u8 = 2;
+
 pub(crate) fn encode<T>(value: &T) -> Vec<u8>
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                rkyv::util::AlignedVec,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rancor::Error,
+            >,
+        >,
+{
+    encode_as(FORMAT_V1, value)
+}
+
+fn encode_as<T>(format: u8, value: &T) -> Vec<u8>
 where
     T: for<'a> rkyv::Serialize<
             rkyv::api::high::HighSerializer<
@@ -30,7 +48,7 @@ where
     let archived =
         rkyv::to_bytes::<rancor::Error>(value).expect("records always serialize into memory");
     let mut out = Vec::with_capacity(archived.len() + 1);
-    out.push(FORMAT_V1);
+    out.push(format);
     out.extend_from_slice(&archived);
     out
 }
@@ -55,6 +73,7 @@ where
     }
 }
 
+/// A conversation as [`FORMAT_V1`] stored it (read only).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) struct ConvRec {
     group: bool,
@@ -66,9 +85,17 @@ pub(crate) struct ConvRec {
     participants: Option<(u64, u64)>,
 }
 
-impl ConvRec {
-    pub(crate) fn from_model(c: &Conversation) -> ConvRec {
-        ConvRec {
+/// A conversation ([`FORMAT_CONV_V2`]).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct ConvRecV2 {
+    v1: ConvRec,
+    private: bool,
+}
+
+/// Encodes a conversation in the current format.
+pub(crate) fn encode_conv(c: &Conversation) -> Vec<u8> {
+    let rec = ConvRecV2 {
+        v1: ConvRec {
             group: c.kind == ConvKind::Group,
             title: c.title.clone(),
             creator: c.creator.0,
@@ -76,10 +103,37 @@ impl ConvRec {
             members: c.members,
             history_visible: c.history_visible,
             participants: c.participants.map(|(a, b)| (a.0, b.0)),
-        }
-    }
+        },
+        private: c.private,
+    };
+    encode_as(FORMAT_CONV_V2, &rec)
+}
 
-    pub(crate) fn into_model(self, id: ConvId) -> Conversation {
+/// Decodes a conversation of either format.
+pub(crate) fn decode_conv(
+    keyspace: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+    id: ConvId,
+) -> Result<Conversation> {
+    match bytes.split_first() {
+        Some((&FORMAT_CONV_V2, body)) => {
+            let rec =
+                rkyv::from_bytes::<ConvRecV2, rancor::Error>(body).map_err(|e| Error::Corrupt {
+                    keyspace,
+                    key: key.to_vec(),
+                    reason: e.to_string(),
+                })?;
+            let mut c = rec.v1.into_model(id);
+            c.private = rec.private;
+            Ok(c)
+        }
+        _ => Ok(decode::<ConvRec>(keyspace, key, bytes)?.into_model(id)),
+    }
+}
+
+impl ConvRec {
+    fn into_model(self, id: ConvId) -> Conversation {
         Conversation {
             id,
             kind: if self.group {
@@ -92,6 +146,7 @@ impl ConvRec {
             created: UnixMillis(self.created),
             members: self.members,
             history_visible: self.history_visible,
+            private: false,
             participants: self.participants.map(|(a, b)| (UserId(a), UserId(b))),
         }
     }
@@ -122,6 +177,9 @@ pub(crate) enum EventRec {
     /// Appended last: earlier records keep their tags.
     HistoryVisible {
         visible: bool,
+    },
+    Private {
+        private: bool,
     },
 }
 
@@ -178,6 +236,7 @@ impl MessageRec {
                 GroupEvent::HistoryVisible { visible } => {
                     EventRec::HistoryVisible { visible: *visible }
                 }
+                GroupEvent::Private { private } => EventRec::Private { private: *private },
             }),
         };
         MessageRec {
@@ -206,6 +265,7 @@ impl MessageRec {
                     role: role(admin),
                 },
                 EventRec::HistoryVisible { visible } => GroupEvent::HistoryVisible { visible },
+                EventRec::Private { private } => GroupEvent::Private { private },
             }),
         };
         Message {
@@ -385,5 +445,49 @@ impl PushJobRec {
             count: self.count,
             created: UnixMillis(self.created),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(private: bool) -> Conversation {
+        Conversation {
+            id: ConvId(7),
+            kind: ConvKind::Group,
+            title: "t".into(),
+            creator: UserId(1),
+            created: UnixMillis(2),
+            members: 3,
+            history_visible: true,
+            private,
+            participants: None,
+        }
+    }
+
+    #[test]
+    fn conversations_round_trip_and_the_first_format_still_reads() {
+        for private in [false, true] {
+            let bytes = encode_conv(&conv(private));
+            assert_eq!(bytes[0], FORMAT_CONV_V2);
+            let back = decode_conv("convs", b"k", &bytes, ConvId(7)).expect("decodes");
+            assert_eq!(back, conv(private));
+        }
+        let c = conv(true);
+        let v1 = ConvRec {
+            group: true,
+            title: c.title.clone(),
+            creator: 1,
+            created: 2,
+            members: 3,
+            history_visible: true,
+            participants: None,
+        };
+        let bytes = encode(&v1);
+        assert_eq!(bytes[0], FORMAT_V1);
+        let back = decode_conv("convs", b"k", &bytes, ConvId(7)).expect("a v1 record decodes");
+        assert_eq!(back, conv(false), "a v1 conversation is not private");
+        assert!(decode_conv("convs", b"k", &[9, 1, 2], ConvId(7)).is_err());
     }
 }

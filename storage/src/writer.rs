@@ -27,7 +27,7 @@ use crate::keys;
 use crate::model::SendOutcome;
 use crate::ops::{Completion, CompletionSink, Op, WriteRequest};
 use crate::records::{
-    ConvRec, CursorRec, DeviceRec, MemberRec, MessageRec, PushJobRec, SendRec, encode,
+    CursorRec, DeviceRec, MemberRec, MessageRec, PushJobRec, SendRec, encode, encode_conv,
 };
 use crate::tables::{Table, Tables};
 
@@ -208,11 +208,7 @@ impl Writer {
 
     fn stage_op(&mut self, op: &Op, w: &mut Writes) -> Result<()> {
         match op {
-            Op::PutConv(c) => w.put(
-                Table::Convs,
-                &keys::conv(c.id),
-                encode(&ConvRec::from_model(c)),
-            ),
+            Op::PutConv(c) => w.put(Table::Convs, &keys::conv(c.id), encode_conv(c)),
             Op::Append { msg, dedupe } => self.stage_append(msg, *dedupe, w)?,
             Op::PutMember {
                 conv,

@@ -881,6 +881,7 @@ impl Expander<'_> {
             created: UnixMillis(seq.0),
             members: u32::try_from(everyone.len()).expect("a handful of members"),
             history_visible: visible,
+            private: !visible,
             participants: None,
         }));
         for (i, &u) in everyone.iter().enumerate() {
@@ -926,6 +927,7 @@ fn conversation(action: &Action) -> Conversation {
         created: UnixMillis(u64::from(title)),
         members,
         history_visible,
+        private: participants,
         participants: participants.then(|| (user(0), user(title % USERS))),
     }
 }

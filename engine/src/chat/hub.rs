@@ -391,14 +391,21 @@ impl Hub {
     /// Sends `msg` to the home shards of `members`. Chunked: a huge group's
     /// fan-out is many router messages, each a bounded amount of work for
     /// the receiving pump; a conversation's chunks are computed once.
-    fn deliver(&self, msg: &Arc<protocol::Message>, members: &Arc<[UserId]>) {
+    fn deliver(&self, msg: &Arc<protocol::Message>, members: &Arc<[UserId]>, private: bool) {
         let chunks = self
             .fanout
             .borrow_mut()
             .chunks(msg.conv, members, |m| self.by_home(m, None));
         for (shard, users) in chunks.iter() {
             let (msg, users) = (msg.clone(), users.clone());
-            self.forward(*shard, ShardMsg::Deliver { msg, users });
+            self.forward(
+                *shard,
+                ShardMsg::Deliver {
+                    msg,
+                    users,
+                    private,
+                },
+            );
         }
     }
 
@@ -420,10 +427,14 @@ impl Hub {
                 let msg = error(None, Some(cmid), code, send_refusal(code));
                 self.reply(to.shard, to.conn, msg);
             }
-            Action::Deliver { msg, members } => {
+            Action::Deliver {
+                msg,
+                members,
+                private,
+            } => {
                 // Every message made durable is delivered exactly once.
                 ShardStats::bump(&self.stats().messages_appended);
-                self.deliver(&msg, &members);
+                self.deliver(&msg, &members, private);
             }
             Action::Done { to } => self.reply(to.shard, to.conn, ServerMsg::Ok { rid: to.rid }),
             Action::Info { to, info } => {

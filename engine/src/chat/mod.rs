@@ -70,6 +70,8 @@ pub(crate) enum ShardMsg {
     Deliver {
         msg: Arc<Message>,
         users: Arc<[UserId]>,
+        /// The conversation is private: push without a preview.
+        private: bool,
     },
     /// To a home shard: a receipt or typing notice for these users' devices.
     Relay {

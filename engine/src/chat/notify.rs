@@ -48,7 +48,8 @@ pub(crate) type LoadedDevices = Vec<(UserId, storage::Result<Vec<(DeviceId, Push
 #[derive(Debug)]
 enum Devices {
     Loaded(Vec<(DeviceId, PushToken)>),
-    Loading(Vec<Arc<Message>>),
+    /// Messages (and whether their conversation is private) waiting.
+    Loading(Vec<(Arc<Message>, bool)>),
 }
 
 /// One shard's push state.
@@ -91,7 +92,8 @@ impl Notify {
 }
 
 /// A conversation message reached this home shard for `users`.
-pub(crate) fn on_deliver(hub: &Hub, msg: &Arc<Message>, users: &[UserId]) {
+/// `private`: the conversation's notifications carry no preview.
+pub(crate) fn on_deliver(hub: &Hub, msg: &Arc<Message>, users: &[UserId], private: bool) {
     let Some(n) = &hub.notify else {
         return;
     };
@@ -108,7 +110,7 @@ pub(crate) fn on_deliver(hub: &Hub, msg: &Arc<Message>, users: &[UserId]) {
                 Some(Devices::Loaded(list)) => Some(list.clone()),
                 Some(Devices::Loading(pending)) => {
                     if pending.len() < PENDING_PER_USER_MAX {
-                        pending.push(msg.clone());
+                        pending.push((msg.clone(), private));
                     } else {
                         n.dropped(1);
                     }
@@ -118,20 +120,27 @@ pub(crate) fn on_deliver(hub: &Hub, msg: &Arc<Message>, users: &[UserId]) {
                     if devices.len() >= CACHED_USERS_MAX {
                         devices.retain(|_, d| matches!(d, Devices::Loading(_)));
                     }
-                    devices.insert(user, Devices::Loading(vec![msg.clone()]));
+                    devices.insert(user, Devices::Loading(vec![(msg.clone(), private)]));
                     n.to_load.borrow_mut().push(user);
                     None
                 }
             }
         };
         if let Some(list) = loaded {
-            note(hub, n, user, &list, msg);
+            note(hub, n, user, &list, msg, private);
         }
     }
 }
 
 /// Opens or extends a job for each of `user`'s offline devices in `list`.
-fn note(hub: &Hub, n: &Notify, user: UserId, list: &[(DeviceId, PushToken)], msg: &Message) {
+fn note(
+    hub: &Hub,
+    n: &Notify,
+    user: UserId,
+    list: &[(DeviceId, PushToken)],
+    msg: &Message,
+    private: bool,
+) {
     if list.is_empty() {
         return;
     }
@@ -145,7 +154,7 @@ fn note(hub: &Hub, n: &Notify, user: UserId, list: &[(DeviceId, PushToken)], msg
         let noted = n
             .coalescer
             .borrow_mut()
-            .note(now, now_ms, user, *device, token, msg);
+            .note(now, now_ms, user, *device, token, msg, private);
         match noted {
             Noted::Opened(job) => {
                 bump(&n.shared.stats.created, 1);
@@ -338,8 +347,8 @@ pub(crate) fn on_devices(hub: &Hub, loaded: LoadedDevices) {
             .borrow_mut()
             .insert(user, Devices::Loaded(list.clone()));
         if let Some(Devices::Loading(msgs)) = pending {
-            for msg in msgs {
-                note(hub, n, user, &list, &msg);
+            for (msg, private) in msgs {
+                note(hub, n, user, &list, &msg, private);
             }
         }
     }

@@ -126,11 +126,15 @@ fn on_router(shard: &Rc<Shard>, msg: ShardMsg) -> usize {
                 s.push(&msg);
             }
         }
-        ShardMsg::Deliver { msg, users } => {
+        ShardMsg::Deliver {
+            msg,
+            users,
+            private,
+        } => {
             for s in sessions_of(hub, &users) {
                 s.deliver(hub, msg.clone());
             }
-            super::notify::on_deliver(hub, &msg, &users);
+            super::notify::on_deliver(hub, &msg, &users, private);
         }
         ShardMsg::Relay { users, msg } => {
             for s in sessions_of(hub, &users) {

@@ -533,6 +533,9 @@ fn on_client(hub: &Hub, s: &Rc<Session>, msg: ClientMsg) {
         ClientMsg::GroupSetHistory { rid, conv, visible } => {
             group(hub, s, rid, conv, GroupOp::SetHistory { visible });
         }
+        ClientMsg::ConvSetPrivate { rid, conv, private } => {
+            group(hub, s, rid, conv, GroupOp::SetPrivate { private });
+        }
     }
 }
 
@@ -545,7 +548,7 @@ fn new_group_id() -> Option<ConvId> {
 }
 
 fn group(hub: &Hub, s: &Session, rid: protocol::RequestId, conv: ConvId, op: GroupOp) {
-    if !conv.is_group() {
+    if !conv.is_group() && !matches!(op, GroupOp::SetPrivate { .. }) {
         let text = "not a group conversation";
         s.push(&error(Some(rid), None, ErrorCode::BadRequest, text));
         return;

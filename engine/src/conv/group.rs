@@ -26,6 +26,8 @@ pub(super) struct Plan {
     pub answer_ok: bool,
     /// The new history visibility, if it changes.
     pub history_visible: Option<bool>,
+    /// The new privacy, if it changes.
+    pub private: Option<bool>,
 }
 
 impl Plan {
@@ -73,6 +75,9 @@ pub(super) fn plan(
         // A random group id that is already taken: the client retries.
         return Err(ErrorCode::Conflict);
     }
+    if let GroupOp::SetPrivate { private } = op {
+        return set_private(meta, by, *private);
+    }
     if meta.kind != protocol::ConvKind::Group {
         return Err(ErrorCode::BadRequest);
     }
@@ -94,6 +99,7 @@ pub(super) fn plan(
         GroupOp::Add { users } => add(meta, by, users, limits, groups),
         GroupOp::Remove { users } => remove(meta, users),
         GroupOp::SetRole { user, role } => set_role(meta, *user, *role),
+        GroupOp::SetPrivate { .. } => unreachable!("handled above"),
         GroupOp::SetHistory { visible } => {
             if meta.history_visible == *visible {
                 return Err(ErrorCode::Conflict);
@@ -117,7 +123,27 @@ fn unchanged(meta: &Meta) -> Plan {
         removed: Vec::new(),
         answer_ok: false,
         history_visible: None,
+        private: None,
     }
+}
+
+/// `conv_set_private`: a group's admins, or either side of a direct
+/// conversation.
+fn set_private(meta: &Meta, by: UserId, private: bool) -> Result<Plan, ErrorCode> {
+    let Some(me) = meta.members.iter().find(|m| m.user == by) else {
+        return Err(ErrorCode::Forbidden);
+    };
+    if meta.kind == protocol::ConvKind::Group && me.role != Role::Admin {
+        return Err(ErrorCode::Forbidden);
+    }
+    if meta.private == private {
+        return Err(ErrorCode::Conflict);
+    }
+    Ok(Plan {
+        events: vec![GroupEvent::Private { private }],
+        private: Some(private),
+        ..unchanged(meta)
+    })
 }
 
 fn check_groups(
@@ -169,6 +195,7 @@ fn create(
         removed: Vec::new(),
         answer_ok: false,
         history_visible: None,
+        private: None,
     })
 }
 
@@ -207,6 +234,7 @@ fn add(
         removed: Vec::new(),
         answer_ok: false,
         history_visible: None,
+        private: None,
     })
 }
 
@@ -245,6 +273,7 @@ fn remove(meta: &Meta, users: &[UserId]) -> Result<Plan, ErrorCode> {
         removed,
         answer_ok: false,
         history_visible: None,
+        private: None,
     })
 }
 
@@ -277,6 +306,7 @@ fn leave(meta: &Meta, by: UserId) -> Plan {
         removed: vec![by],
         answer_ok: true,
         history_visible: None,
+        private: None,
     }
 }
 
@@ -314,6 +344,7 @@ fn set_role(meta: &Meta, user: UserId, role: Role) -> Result<Plan, ErrorCode> {
         removed: Vec::new(),
         answer_ok: false,
         history_visible: None,
+        private: None,
     })
 }
 
@@ -365,6 +396,7 @@ mod tests {
             creator: u(1),
             created: UnixMillis(0),
             history_visible: false,
+            private: false,
         }
     }
 
@@ -519,6 +551,43 @@ mod tests {
         assert_eq!(
             plan_of(Some(&meta()), 1, &stranger).unwrap_err(),
             ErrorCode::NotFound
+        );
+    }
+
+    #[test]
+    fn privacy_is_set_by_group_admins_or_either_side_of_a_direct_conversation() {
+        let hide = GroupOp::SetPrivate { private: true };
+        let p = plan_of(Some(&meta()), 1, &hide).unwrap();
+        assert_eq!(p.private, Some(true));
+        assert_eq!(p.events, [GroupEvent::Private { private: true }]);
+        assert_eq!(
+            plan_of(Some(&meta()), 2, &hide).unwrap_err(),
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            plan_of(Some(&meta()), 9, &hide).unwrap_err(),
+            ErrorCode::Forbidden
+        );
+        let mut direct = meta();
+        direct.kind = ConvKind::Direct;
+        assert_eq!(
+            plan_of(Some(&direct), 2, &hide).unwrap().private,
+            Some(true)
+        );
+        direct.private = true;
+        assert_eq!(
+            plan_of(Some(&direct), 2, &hide).unwrap_err(),
+            ErrorCode::Conflict
+        );
+        let show = GroupOp::SetPrivate { private: false };
+        assert_eq!(
+            plan_of(Some(&direct), 3, &show).unwrap().private,
+            Some(false)
+        );
+        assert_eq!(
+            plan_of(Some(&direct), 2, &GroupOp::Rename { title: "x".into() }).unwrap_err(),
+            ErrorCode::BadRequest,
+            "other group operations stay group-only"
         );
     }
 

@@ -91,13 +91,31 @@ pub enum Signal {
 /// A group operation: the protocol's `group_*` requests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupOp {
-    Create { title: String, members: Vec<UserId> },
-    Rename { title: String },
-    Add { users: Vec<UserId> },
-    Remove { users: Vec<UserId> },
+    Create {
+        title: String,
+        members: Vec<UserId>,
+    },
+    Rename {
+        title: String,
+    },
+    Add {
+        users: Vec<UserId>,
+    },
+    Remove {
+        users: Vec<UserId>,
+    },
     Leave,
-    SetRole { user: UserId, role: Role },
-    SetHistory { visible: bool },
+    SetRole {
+        user: UserId,
+        role: Role,
+    },
+    SetHistory {
+        visible: bool,
+    },
+    /// `conv_set_private`: any conversation, not only groups.
+    SetPrivate {
+        private: bool,
+    },
 }
 
 /// A group operation as the group's owner receives it.
@@ -145,6 +163,8 @@ pub enum Action {
     Deliver {
         msg: Arc<Message>,
         members: Arc<[UserId]>,
+        /// The conversation is private: push notifications without preview.
+        private: bool,
     },
     /// Create the conversation: commit `Op::PutConv` and one `Op::PutMember`
     /// per member in one atomic write, and call [`Owner::on_created`] when it
@@ -335,6 +355,7 @@ struct Meta {
     creator: UserId,
     created: UnixMillis,
     history_visible: bool,
+    private: bool,
 }
 
 impl Meta {
@@ -346,6 +367,7 @@ impl Meta {
             creator: meta.creator,
             created: meta.created,
             history_visible: meta.history_visible,
+            private: meta.private,
             members: members
                 .iter()
                 .map(|&(user, m)| Member {
@@ -373,6 +395,7 @@ impl Meta {
             creator: by,
             created: now,
             history_visible: false,
+            private: false,
         }
     }
 
@@ -380,6 +403,9 @@ impl Meta {
     fn apply(&mut self, plan: &group::Plan) {
         if let Some(visible) = plan.history_visible {
             self.history_visible = visible;
+        }
+        if let Some(private) = plan.private {
+            self.private = private;
         }
         self.title.clone_from(&plan.title);
         self.members.clone_from(&plan.members);
@@ -396,6 +422,7 @@ impl Meta {
             created: self.created,
             members: u32::try_from(self.members.len()).unwrap_or(u32::MAX),
             history_visible: self.history_visible,
+            private: self.private,
             participants: self.participants,
         }
     }
@@ -557,6 +584,7 @@ fn direct(conv: ConvId, open: Open) -> (Conversation, Vec<(UserId, Membership)>)
         created: open.now,
         members: 2,
         history_visible: true,
+        private: false,
         participants: Some(open.pair),
     };
     let member = Membership {
@@ -879,10 +907,15 @@ impl Owner {
             };
             self.actions.push_back(answer);
             if ok {
+                let private = meta.private;
                 for (i, msg) in ev.msgs.into_iter().enumerate() {
                     let members = if i == 0 { &ev.fanout } else { &ev.after };
                     let members = members.clone();
-                    self.actions.push_back(Action::Deliver { msg, members });
+                    self.actions.push_back(Action::Deliver {
+                        msg,
+                        members,
+                        private,
+                    });
                 }
             }
             return;
@@ -917,9 +950,11 @@ impl Owner {
         for to in everyone {
             self.actions.push_back(Action::Ack { to, cmid, outcome });
         }
+        let private = conv.meta.as_ref().is_some_and(|m| m.private);
         self.actions.push_back(Action::Deliver {
             msg,
             members: fanout,
+            private,
         });
     }
 

@@ -69,6 +69,7 @@ fn group(members: &[u64]) -> (Conversation, Vec<(UserId, Membership)>) {
         created: UnixMillis(0),
         members: u32::try_from(members.len()).unwrap(),
         history_visible: false,
+        private: false,
         participants: None,
     };
     let members = members.iter().map(|&u| (UserId(u), membership())).collect();
@@ -86,6 +87,7 @@ fn stored_direct(id: ConvId, pair: (u64, u64)) -> (Conversation, Vec<(UserId, Me
         created: UnixMillis(0),
         members: 2,
         history_visible: true,
+        private: false,
         participants: Some((UserId(pair.0), UserId(pair.1))),
     };
     let members = vec![
@@ -199,7 +201,7 @@ impl Sim {
             }
             Action::Ack { to, cmid, outcome } => self.answers.push((to, cmid, Ok(outcome))),
             Action::Refuse { to, cmid, code } => self.answers.push((to, cmid, Err(code))),
-            Action::Deliver { msg, members } => {
+            Action::Deliver { msg, members, .. } => {
                 assert_eq!(members.len(), self.member_count());
                 self.delivered.push(msg.seq);
             }
@@ -523,6 +525,7 @@ fn concurrent_opens_create_the_conversation_once() {
         created: NOW,
         members: 2,
         history_visible: true,
+        private: false,
         participants: Some((UserId(1), UserId(2))),
     };
     assert_eq!(*meta, want, "the first requester creates it");
@@ -1094,7 +1097,7 @@ fn a_group_is_created_with_its_event_at_seq_1_then_answered_and_delivered() {
         "{a:?}"
     );
     assert!(
-        matches!(&a[1], Action::Deliver { msg, members } if msg.seq == Seq(1) && members.len() == 2),
+        matches!(&a[1], Action::Deliver { msg, members, .. } if msg.seq == Seq(1) && members.len() == 2),
         "{a:?}"
     );
     assert!(owner.is_quiet());

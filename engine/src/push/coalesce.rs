@@ -96,8 +96,10 @@ impl Coalescer {
         (self.last_ms << (SHARD_BITS + COUNTER_BITS)) | (self.shard << COUNTER_BITS) | self.counter
     }
 
-    /// A text message reached `user`'s offline `device`, which has `token`.
-    /// Events and the author's own messages are not for push: callers filter.
+    /// A text message reached `user`'s offline `device`, which has `token`;
+    /// in a `private` conversation the job carries no preview. Events and
+    /// the author's own messages are not for push: callers filter.
+    #[allow(clippy::too_many_arguments)] // Reason: the clock twice, the target, the message.
     pub fn note(
         &mut self,
         now: Instant,
@@ -106,10 +108,11 @@ impl Coalescer {
         device: DeviceId,
         token: &PushToken,
         msg: &Message,
+        private: bool,
     ) -> Noted {
         let preview = match &msg.content {
-            Content::Text(t) => Some(preview_of(t)),
-            Content::Event(_) => None,
+            Content::Text(t) if !private => Some(preview_of(t)),
+            Content::Text(_) | Content::Event(_) => None,
         };
         if let Some(open) = self
             .open
@@ -291,12 +294,27 @@ mod tests {
         let mut c = Coalescer::new(3, W);
         let t0 = Instant::now();
         let (u, d) = (UserId(1), DeviceId(2));
-        let Noted::Opened(job) = c.note(t0, UnixMillis(1000), u, d, &token(), &msg(7, 1, "hi"))
-        else {
+        let Noted::Opened(job) = c.note(
+            t0,
+            UnixMillis(1000),
+            u,
+            d,
+            &token(),
+            &msg(7, 1, "hi"),
+            false,
+        ) else {
             panic!("opens");
         };
         assert_eq!(
-            c.note(t0, UnixMillis(1001), u, d, &token(), &msg(7, 2, "again")),
+            c.note(
+                t0,
+                UnixMillis(1001),
+                u,
+                d,
+                &token(),
+                &msg(7, 2, "again"),
+                false
+            ),
             Noted::Coalesced
         );
         assert!(c.written(t0, u, d, ConvId(7), job.id).is_none());
@@ -310,7 +328,15 @@ mod tests {
         );
         assert_eq!(c.open_count(), 0);
         assert!(matches!(
-            c.note(t0 + W, UnixMillis(2000), u, d, &token(), &msg(7, 3, "new")),
+            c.note(
+                t0 + W,
+                UnixMillis(2000),
+                u,
+                d,
+                &token(),
+                &msg(7, 3, "new"),
+                false
+            ),
             Noted::Opened(_)
         ));
     }
@@ -326,10 +352,15 @@ mod tests {
             DeviceId(1),
             &token(),
             &msg(1, 1, "a"),
+            true,
         ) else {
             panic!("opens");
         };
         assert!(c.due(t0 + W * 2).is_empty());
+        assert_eq!(
+            job.preview, None,
+            "a private conversation's job has no preview"
+        );
         let due = c.written(t0 + W * 2, UserId(1), DeviceId(1), ConvId(1), job.id);
         assert_eq!(due.map(|j| j.id), Some(job.id));
     }
@@ -340,13 +371,21 @@ mod tests {
         let mut c = Coalescer::new(0, W);
         let t0 = Instant::now();
         let (u, d) = (UserId(1), DeviceId(1));
-        let Noted::Opened(a) = c.note(t0, UnixMillis(5), u, d, &token(), &msg(1, 1, "a")) else {
+        let Noted::Opened(a) = c.note(t0, UnixMillis(5), u, d, &token(), &msg(1, 1, "a"), false)
+        else {
             panic!("opens")
         };
         c.written(t0, u, d, ConvId(1), a.id);
         assert_eq!(c.due(t0 + W).len(), 1);
-        let Noted::Opened(b) = c.note(t0 + W, UnixMillis(6), u, d, &token(), &msg(2, 1, "b"))
-        else {
+        let Noted::Opened(b) = c.note(
+            t0 + W,
+            UnixMillis(6),
+            u,
+            d,
+            &token(),
+            &msg(2, 1, "b"),
+            false,
+        ) else {
             panic!("opens")
         };
         assert_eq!(c.online(t0 + W, u, d), (vec![b.id], true));
@@ -386,7 +425,8 @@ mod tests {
                 UserId(1),
                 DeviceId(1),
                 &token(),
-                &msg(1, 1, "a")
+                &msg(1, 1, "a"),
+                false,
             ),
             Noted::Dropped
         );
