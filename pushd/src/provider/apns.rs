@@ -41,6 +41,47 @@ impl Target {
     }
 }
 
+/// A provider's endpoints: the primary and an optional secondary.
+pub(crate) struct Targets {
+    primary: Target,
+    secondary: Option<Target>,
+}
+
+impl fmt::Debug for Targets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Targets")
+            .field("primary", &self.primary.base)
+            .field("secondary", &self.secondary.as_ref().map(|t| &t.base))
+            .finish()
+    }
+}
+
+impl Targets {
+    pub(crate) fn new(
+        primary: &str,
+        secondary: Option<&str>,
+        timeout: Duration,
+    ) -> anyhow::Result<Targets> {
+        Ok(Targets {
+            primary: Target::new(primary, timeout)?,
+            secondary: secondary.map(|s| Target::new(s, timeout)).transpose()?,
+        })
+    }
+
+    pub(crate) fn has_secondary(&self) -> bool {
+        self.secondary.is_some()
+    }
+
+    /// The endpoint's target, or the outcome of sending to a secondary that
+    /// is not configured (a `Retry` with reason `no_secondary`).
+    pub(crate) fn get(&self, endpoint: Endpoint) -> Result<&Target, Outcome> {
+        match endpoint {
+            Endpoint::Primary => Ok(&self.primary),
+            Endpoint::Secondary => self.secondary.as_ref().ok_or_else(no_secondary),
+        }
+    }
+}
+
 /// A client for `base`: cleartext HTTP/2 with prior knowledge for
 /// `http://` (the mock provider), TLS with ALPN for `https://`.
 pub(crate) fn http_client(base: &str, timeout: Duration) -> anyhow::Result<reqwest::Client> {
@@ -102,8 +143,7 @@ pub(crate) fn no_secondary() -> Outcome {
 pub struct Apns {
     auth: ApnsAuth,
     topic: HeaderValue,
-    primary: Target,
-    secondary: Option<Target>,
+    targets: Targets,
 }
 
 impl fmt::Debug for Apns {
@@ -111,8 +151,7 @@ impl fmt::Debug for Apns {
         f.debug_struct("Apns")
             .field("auth", &self.auth)
             .field("topic", &self.topic)
-            .field("primary", &self.primary.base)
-            .field("secondary", &self.secondary.as_ref().map(|t| &t.base))
+            .field("targets", &self.targets)
             .finish_non_exhaustive()
     }
 }
@@ -127,18 +166,13 @@ impl Apns {
         Ok(Apns {
             auth: ApnsAuth::new(cfg)?,
             topic,
-            primary: Target::new(&cfg.primary, cfg.timeout)?,
-            secondary: cfg
-                .secondary
-                .as_deref()
-                .map(|s| Target::new(s, cfg.timeout))
-                .transpose()?,
+            targets: Targets::new(&cfg.primary, cfg.secondary.as_deref(), cfg.timeout)?,
         })
     }
 
     /// Whether a secondary endpoint is configured.
     pub fn has_secondary(&self) -> bool {
-        self.secondary.is_some()
+        self.targets.has_secondary()
     }
 
     /// The provider-token source (for tests and diagnostics).
@@ -150,12 +184,9 @@ impl Apns {
     /// `expires`. A send to an unconfigured secondary is a `Retry` with
     /// reason `no_secondary`.
     pub async fn send(&self, endpoint: Endpoint, job: &Job, expires: UnixMillis) -> Outcome {
-        let target = match endpoint {
-            Endpoint::Primary => &self.primary,
-            Endpoint::Secondary => match &self.secondary {
-                Some(t) => t,
-                None => return no_secondary(),
-            },
+        let target = match self.targets.get(endpoint) {
+            Ok(t) => t,
+            Err(outcome) => return outcome,
         };
         if !token_is_sendable(&job.token) {
             return Outcome::InvalidToken {
@@ -525,7 +556,10 @@ pub(crate) mod tests {
     fn construction_checks_endpoints_and_topic() {
         let a = Apns::new(&apns_config("http://127.0.0.1:1/", None)).unwrap();
         assert!(!a.has_secondary());
-        assert_eq!(a.primary.base, "http://127.0.0.1:1");
+        assert_eq!(
+            a.targets.get(Endpoint::Primary).expect("configured").base,
+            "http://127.0.0.1:1"
+        );
         let d = format!("{a:?}");
         assert!(d.contains("TESTKEY123") && !d.contains("PRIVATE"), "{d}");
         let b = Apns::new(&apns_config(

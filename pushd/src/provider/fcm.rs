@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::apns::{
-    Target, http_client, no_secondary, reason_label, text, title, token_prefix, transport_outcome,
+    Targets, http_client, reason_label, text, title, token_prefix, transport_outcome,
 };
 use super::auth::{AuthError, FcmAuth, form_encode, parse_retry_after, read_capped};
 use super::{Endpoint, Outcome};
@@ -23,16 +23,14 @@ const ANSWER_MAX: usize = 64 * 1024;
 pub struct Fcm {
     auth: FcmAuth,
     token_client: reqwest::Client,
-    primary: Target,
-    secondary: Option<Target>,
+    targets: Targets,
 }
 
 impl fmt::Debug for Fcm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Fcm")
             .field("auth", &self.auth)
-            .field("primary", &self.primary.base)
-            .field("secondary", &self.secondary.as_ref().map(|t| &t.base))
+            .field("targets", &self.targets)
             .finish_non_exhaustive()
     }
 }
@@ -44,18 +42,13 @@ impl Fcm {
         Ok(Fcm {
             token_client: http_client(auth.token_uri(), cfg.timeout)?,
             auth,
-            primary: Target::new(&cfg.primary, cfg.timeout)?,
-            secondary: cfg
-                .secondary
-                .as_deref()
-                .map(|s| Target::new(s, cfg.timeout))
-                .transpose()?,
+            targets: Targets::new(&cfg.primary, cfg.secondary.as_deref(), cfg.timeout)?,
         })
     }
 
     /// Whether a secondary endpoint is configured.
     pub fn has_secondary(&self) -> bool {
-        self.secondary.is_some()
+        self.targets.has_secondary()
     }
 
     /// The credential source (for tests and diagnostics).
@@ -68,12 +61,9 @@ impl Fcm {
     /// `no_secondary`; a failure to get an access token is a `Retry`
     /// (token endpoint down or throttling) or `AuthRejected` (grant refused).
     pub async fn send(&self, endpoint: Endpoint, job: &Job, expires: UnixMillis) -> Outcome {
-        let target = match endpoint {
-            Endpoint::Primary => &self.primary,
-            Endpoint::Secondary => match &self.secondary {
-                Some(t) => t,
-                None => return no_secondary(),
-            },
+        let target = match self.targets.get(endpoint) {
+            Ok(t) => t,
+            Err(outcome) => return outcome,
         };
         let token = match self.auth.access_token(&self.token_client).await {
             Ok(t) => t,
@@ -568,7 +558,7 @@ pub(crate) mod tests {
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 3);
         assert_eq!(
             fcm.send(Endpoint::Secondary, &job(), expires).await,
-            no_secondary()
+            super::super::apns::no_secondary()
         );
     }
 
