@@ -74,6 +74,25 @@ pub struct Config {
     /// first become one notification with a count. Default 2 s.
     #[serde(with = "humantime_serde")]
     pub push_coalesce: Duration,
+    /// Open connections from one client address, over all shards; past it,
+    /// new ones get HTTP 429. 0: no limit (behind a proxy that hides client
+    /// addresses, say). Default 10,000.
+    pub connections_per_ip_max: usize,
+    /// Chat connections one user may hold open (all devices); past it, the
+    /// new one is closed with 4004. Default 64.
+    pub connections_per_user_max: usize,
+    /// `send`s per second one connection may make (token bucket), and the
+    /// burst it may save up; past it, a `rate_limited` error per refused
+    /// send. Rate 0: no limit. Default 50 per second, burst 100.
+    pub send_rate_per_connection: f64,
+    pub send_burst_per_connection: u32,
+    /// The same for all of one user's connections together. Default 100
+    /// per second, burst 200.
+    pub send_rate_per_user: f64,
+    pub send_burst_per_user: u32,
+    /// Consecutive refused `send`s after which a connection is closed with
+    /// 4003. Default 200.
+    pub rate_limited_close_after: u32,
 }
 
 impl Default for Config {
@@ -98,6 +117,13 @@ impl Default for Config {
             dev_drop_delivery_every: None,
             push_socket: None,
             push_coalesce: Duration::from_secs(2),
+            connections_per_ip_max: 10_000,
+            connections_per_user_max: 64,
+            send_rate_per_connection: 50.0,
+            send_burst_per_connection: 100,
+            send_rate_per_user: 100.0,
+            send_burst_per_user: 200,
+            rate_limited_close_after: 200,
         }
     }
 }
@@ -129,6 +155,22 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The per-connection send rate.
+    pub fn connection_send_rate(&self) -> crate::limits::Rate {
+        crate::limits::Rate {
+            per_second: self.send_rate_per_connection,
+            burst: f64::from(self.send_burst_per_connection),
+        }
+    }
+
+    /// The per-user send rate.
+    pub fn user_send_rate(&self) -> crate::limits::Rate {
+        crate::limits::Rate {
+            per_second: self.send_rate_per_user,
+            burst: f64::from(self.send_burst_per_user),
+        }
+    }
+
     /// Reads a TOML file; absent fields keep their defaults.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -178,6 +220,14 @@ impl Config {
         }
         if !self.dev && self.dev_drop_delivery_every.is_some() {
             return invalid("dev_drop_delivery_every needs dev mode (--dev)");
+        }
+        if !(self.send_rate_per_connection >= 0.0 && self.send_rate_per_user >= 0.0) {
+            return invalid("send rates must be 0 (no limit) or positive");
+        }
+        if self.connections_per_user_max == 0 || self.rate_limited_close_after == 0 {
+            return invalid(
+                "connections_per_user_max and rate_limited_close_after must be non-zero",
+            );
         }
         if self.push_coalesce > Duration::from_secs(3600) {
             return invalid("push_coalesce must be at most 1h");

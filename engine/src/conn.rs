@@ -14,6 +14,7 @@ use protocol::{Encoding, close};
 use crate::chat::{self, ShardMsg};
 use crate::handoff;
 use crate::http::{self, Handshake, Request, RequestError, Status};
+use crate::metrics::ShardStats;
 use crate::shard::{ConnGuard, Shard};
 use crate::websocket::{self, Echo};
 
@@ -41,7 +42,7 @@ enum Route {
 /// Serves one accepted connection to the end.
 pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, shard: Rc<Shard>) {
     let _ = stream.set_nodelay(true);
-    let Some(guard) = shard.admit() else {
+    let Some(mut guard) = shard.admit() else {
         let mut out = Vec::new();
         http::write_text(
             &mut out,
@@ -51,6 +52,18 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, shard: Rc<Sha
         let _ = stream.write_all(out).await;
         return;
     };
+    let Some(slot) = shard.ips.admit(peer.ip()) else {
+        ShardStats::bump(&shard.chat.stats().ip_limit_refusals);
+        let mut out = Vec::new();
+        http::write_text(
+            &mut out,
+            Status::TooManyRequests,
+            "too many connections from this address\n",
+        );
+        let _ = stream.write_all(out).await;
+        return;
+    };
+    guard.ip = Some(slot);
     let timeout = shard.config.handshake_timeout;
     // Boxed: the request-head phase (with its timer, ~1 KB of future) is
     // freed before the connection settles into its idle WebSocket loop.
@@ -103,7 +116,7 @@ async fn start_chat(
     shard: Rc<Shard>,
     mut stream: TcpStream,
     leftover: Vec<u8>,
-    guard: ConnGuard,
+    mut guard: ConnGuard,
     claims: Claims,
     encoding: Encoding,
 ) {
@@ -117,6 +130,7 @@ async fn start_chat(
             conn,
             claims,
             encoding,
+            ip: guard.ip.take(),
         },
         Err(e) => {
             tracing::warn!(cause = %e, "cannot detach a connection for handoff");
@@ -201,8 +215,18 @@ fn route(req: &Request<'_>, buf: &[u8], shard: &Shard) -> Route {
             Err(e) => Route::Respond(error_response(e)),
         },
         ("GET", "/ws") => match upgrade_chat(req, buf, shard) {
-            Ok(route) => route,
-            Err(e) => Route::Respond(error_response(e)),
+            Ok(route) => {
+                ShardStats::bump(&shard.chat.stats().handshakes);
+                route
+            }
+            Err(e) => {
+                if e == RequestError::Unauthorized {
+                    ShardStats::bump(&shard.chat.stats().auth_failures);
+                } else {
+                    ShardStats::bump(&shard.chat.stats().handshake_failures);
+                }
+                Route::Respond(error_response(e))
+            }
         },
         (_, "/healthz" | "/readyz" | "/ws") => respond(Status::MethodNotAllowed, "use GET\n"),
         _ => respond(Status::NotFound, "not found\n"),

@@ -28,6 +28,7 @@
 //!   thread, fed by per-shard atomics.
 //! - `sys/`: the crate's only `unsafe` (a non-blocking `recv`).
 //!
+//! - [`limits`]: token buckets for sends and the per-address connection table.
 //! - [`push`]: push jobs for offline devices: per-shard coalescing, the
 //!   durable outbox, and the forwarder thread that streams them to pushd.
 //!
@@ -40,6 +41,7 @@ pub mod conv;
 pub mod error;
 pub mod handoff;
 pub mod http;
+pub mod limits;
 pub mod push;
 pub mod server;
 pub mod shutdown;

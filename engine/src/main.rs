@@ -53,6 +53,19 @@ struct Cli {
     /// conversation within it become one notification).
     #[arg(long, env = "SWITCHBOARD_PUSH_COALESCE", value_parser = humantime_duration)]
     push_coalesce: Option<std::time::Duration>,
+    /// `send`s per second per connection (token bucket; 0: no limit).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_SEND_RATE_PER_CONNECTION",
+        value_name = "RATE"
+    )]
+    send_rate_per_connection: Option<f64>,
+    /// `send`s per second per user, all devices together (0: no limit).
+    #[arg(long, env = "SWITCHBOARD_SEND_RATE_PER_USER", value_name = "RATE")]
+    send_rate_per_user: Option<f64>,
+    /// Open connections per client address (0: no limit).
+    #[arg(long, env = "SWITCHBOARD_CONNECTIONS_PER_IP_MAX", value_name = "N")]
+    connections_per_ip_max: Option<usize>,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "SWITCHBOARD_LOG_JSON")]
     log_json: bool,
@@ -91,6 +104,15 @@ impl Cli {
         }
         if let Some(v) = self.push_coalesce {
             c.push_coalesce = v;
+        }
+        if let Some(v) = self.send_rate_per_connection {
+            c.send_rate_per_connection = v;
+        }
+        if let Some(v) = self.send_rate_per_user {
+            c.send_rate_per_user = v;
+        }
+        if let Some(v) = self.connections_per_ip_max {
+            c.connections_per_ip_max = v;
         }
         Ok(c)
     }

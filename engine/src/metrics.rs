@@ -51,6 +51,88 @@ pub(crate) struct ShardStats {
     pub router_dropped: AtomicU64,
     /// Connections closed with 4002 (send queue overflow).
     pub slow_consumer_closes: AtomicU64,
+    /// Connections refused with 429: too many from their address.
+    pub ip_limit_refusals: AtomicU64,
+    /// Chat connections closed with 4004: too many for their user.
+    pub user_limit_closes: AtomicU64,
+    /// `send`s refused with `rate_limited`.
+    pub rate_limited_sends: AtomicU64,
+    /// Connections closed with 4003 after too many refused sends.
+    pub rate_limit_closes: AtomicU64,
+    /// Chat upgrades accepted (101).
+    pub handshakes: AtomicU64,
+    /// Chat upgrades refused for the token (401).
+    pub auth_failures: AtomicU64,
+    /// Chat upgrades refused for anything else (400, 426, …).
+    pub handshake_failures: AtomicU64,
+    /// Client messages received by chat sessions.
+    pub messages_in: AtomicU64,
+    /// Server messages queued to chat clients.
+    pub messages_out: AtomicU64,
+    /// Router messages waiting for this shard, plus its own backlog.
+    pub router_queue_depth: AtomicU64,
+    /// Error frames sent, by `ErrorCode::code()` (index 0: unused).
+    pub errors: [AtomicU64; ERROR_CODES.len() + 1],
+    /// Close frames sent, by [`close_index`].
+    pub closes: [AtomicU64; CLOSE_CODES.len() + 1],
+    /// `send` received → its `ack` queued, on the sender's home shard.
+    pub send_ack: Latency,
+}
+
+/// The error codes, in `ErrorCode::code()` order, with their names.
+pub(crate) const ERROR_CODES: [(protocol::ErrorCode, &str); 10] = {
+    use protocol::ErrorCode as E;
+    [
+        (E::BadRequest, "bad_request"),
+        (E::UnsupportedVersion, "unsupported_version"),
+        (E::Forbidden, "forbidden"),
+        (E::NotFound, "not_found"),
+        (E::RateLimited, "rate_limited"),
+        (E::Overloaded, "overloaded"),
+        (E::GroupFull, "group_full"),
+        (E::TooManyGroups, "too_many_groups"),
+        (E::Conflict, "conflict"),
+        (E::Internal, "internal"),
+    ]
+};
+
+/// The close codes counted one by one; any other counts as `other`.
+pub(crate) const CLOSE_CODES: [u16; 15] = [
+    1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1013, 4001, 4002, 4003, 4004, 4005, 4006,
+];
+
+/// Where close code `code` is counted in [`ShardStats::closes`].
+pub(crate) fn close_index(code: u16) -> usize {
+    CLOSE_CODES
+        .iter()
+        .position(|&c| c == code)
+        .unwrap_or(CLOSE_CODES.len())
+}
+
+/// Latency bucket bounds, µs (a Prometheus histogram's `le`s).
+const LATENCY_BOUNDS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 5_000_000,
+];
+
+/// A fixed-bucket latency histogram written by one shard.
+#[derive(Debug, Default)]
+pub(crate) struct Latency {
+    /// Per bucket (not cumulative); the last is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Latency {
+    pub fn record(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
 }
 
 impl ShardStats {
@@ -68,6 +150,17 @@ impl ShardStats {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Counts an error frame.
+    pub fn error(&self, code: protocol::ErrorCode) {
+        let i = usize::from(code.code()).min(ERROR_CODES.len());
+        Self::bump(&self.errors[i]);
+    }
+
+    /// Counts a close frame.
+    pub fn close(&self, code: u16) {
+        Self::bump(&self.closes[close_index(code)]);
+    }
 }
 
 /// The running admin listener.
@@ -80,18 +173,14 @@ pub(crate) struct Admin {
 
 impl Admin {
     /// Binds `addr` and serves on a new thread.
-    pub fn start(
-        addr: SocketAddr,
-        stats: Arc<[ShardStats]>,
-        push: Option<Arc<PushShared>>,
-    ) -> std::io::Result<Admin> {
+    pub fn start(addr: SocketAddr, sources: Sources) -> std::io::Result<Admin> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name("admin".to_owned())
-            .spawn(move || serve(&listener, &Sources { stats, push }, &stopped))?;
+            .spawn(move || serve(&listener, &sources, &stopped))?;
         Ok(Admin { addr, stop, thread })
     }
 
@@ -118,10 +207,12 @@ impl Admin {
     }
 }
 
-/// What `/metrics` reports on.
-struct Sources {
-    stats: Arc<[ShardStats]>,
-    push: Option<Arc<PushShared>>,
+/// What the admin endpoints report on.
+pub(crate) struct Sources {
+    pub stats: Arc<[ShardStats]>,
+    pub push: Option<Arc<PushShared>>,
+    pub store: storage::Store,
+    pub shutdown: Arc<crate::shutdown::Shutdown>,
 }
 
 fn serve(listener: &TcpListener, stats: &Sources, stop: &AtomicBool) {
@@ -183,12 +274,20 @@ fn respond(req: &Request<'_>, sources: &Sources, out: &mut Vec<u8>) {
     match (req.method(), req.path()) {
         ("GET", "/metrics") => {
             let mut body = render(&sources.stats);
+            render_store(&mut body, sources.store.stats());
             if let Some(push) = &sources.push {
                 render_push(&mut body, &push.stats);
             }
             http::write_response(out, Status::Ok, &[], CONTENT_TYPE, body.as_bytes());
         }
-        (_, "/metrics") => http::write_text(out, Status::MethodNotAllowed, "use GET\n"),
+        ("GET", "/healthz") => http::write_text(out, Status::Ok, "ok\n"),
+        ("GET", "/readyz") if sources.shutdown.is_requested() => {
+            http::write_text(out, Status::ServiceUnavailable, "shutting down\n");
+        }
+        ("GET", "/readyz") => http::write_text(out, Status::Ok, "ready\n"),
+        (_, "/metrics" | "/healthz" | "/readyz") => {
+            http::write_text(out, Status::MethodNotAllowed, "use GET\n");
+        }
         _ => http::write_text(out, Status::NotFound, "not found\n"),
     }
 }
@@ -201,7 +300,43 @@ struct PerShard {
     field: fn(&ShardStats) -> &AtomicU64,
 }
 
-const PER_SHARD: [PerShard; 6] = [
+const PER_SHARD: [PerShard; 16] = [
+    PerShard {
+        name: "switchboard_handshakes_total",
+        kind: "counter",
+        help: "Chat WebSocket upgrades accepted.",
+        field: |s| &s.handshakes,
+    },
+    PerShard {
+        name: "switchboard_auth_failures_total",
+        kind: "counter",
+        help: "Chat upgrades refused for their token (401).",
+        field: |s| &s.auth_failures,
+    },
+    PerShard {
+        name: "switchboard_handshake_failures_total",
+        kind: "counter",
+        help: "Chat upgrades refused for anything but the token.",
+        field: |s| &s.handshake_failures,
+    },
+    PerShard {
+        name: "switchboard_messages_in_total",
+        kind: "counter",
+        help: "Client messages received by chat sessions.",
+        field: |s| &s.messages_in,
+    },
+    PerShard {
+        name: "switchboard_messages_out_total",
+        kind: "counter",
+        help: "Server messages queued to chat clients.",
+        field: |s| &s.messages_out,
+    },
+    PerShard {
+        name: "switchboard_router_queue_depth",
+        kind: "gauge",
+        help: "Router messages waiting for each shard (its queues and its own backlog).",
+        field: |s| &s.router_queue_depth,
+    },
     PerShard {
         name: "switchboard_connections",
         kind: "gauge",
@@ -238,6 +373,30 @@ const PER_SHARD: [PerShard; 6] = [
         help: "Connections closed because their send queue overflowed.",
         field: |s| &s.slow_consumer_closes,
     },
+    PerShard {
+        name: "switchboard_ip_limit_refusals_total",
+        kind: "counter",
+        help: "Connections refused (429): too many open from their address.",
+        field: |s| &s.ip_limit_refusals,
+    },
+    PerShard {
+        name: "switchboard_user_limit_closes_total",
+        kind: "counter",
+        help: "Chat connections closed (4004): too many open for their user.",
+        field: |s| &s.user_limit_closes,
+    },
+    PerShard {
+        name: "switchboard_rate_limited_sends_total",
+        kind: "counter",
+        help: "Sends refused with rate_limited.",
+        field: |s| &s.rate_limited_sends,
+    },
+    PerShard {
+        name: "switchboard_rate_limit_closes_total",
+        kind: "counter",
+        help: "Connections closed (4003) after too many refused sends.",
+        field: |s| &s.rate_limit_closes,
+    },
 ];
 
 /// The exposition text of the process and every shard.
@@ -251,77 +410,203 @@ pub(crate) fn render(stats: &[ShardStats]) -> String {
             let _ = writeln!(text, "{}{{shard=\"{shard}\"}} {value}", m.name);
         }
     }
+    render_labelled(&mut text, stats);
+    render_latency(
+        &mut text,
+        "switchboard_send_ack_seconds",
+        "send received → ack queued, on the sender's home shard.",
+        stats,
+        |s| &s.send_ack,
+    );
     text
 }
 
-/// The push forwarder's counters (present when pushd is configured).
-fn render_push(text: &mut String, p: &PushStats) {
-    let rows: [(&str, &str, &str, &AtomicU64); 10] = [
+/// Errors and closes by kind, summed over the shards.
+fn render_labelled(text: &mut String, stats: &[ShardStats]) {
+    let sum = |f: &dyn Fn(&ShardStats) -> u64| stats.iter().map(f).sum::<u64>();
+    header(
+        text,
+        "switchboard_errors_total",
+        "counter",
+        "Error frames sent, by code.",
+    );
+    for (i, (_, name)) in ERROR_CODES.iter().enumerate() {
+        let n = sum(&|s| s.errors[i + 1].load(Ordering::Relaxed));
+        let _ = writeln!(text, "switchboard_errors_total{{code=\"{name}\"}} {n}");
+    }
+    header(
+        text,
+        "switchboard_closes_total",
+        "counter",
+        "WebSocket close frames sent, by close code.",
+    );
+    for i in 0..=CLOSE_CODES.len() {
+        let n = sum(&|s| s.closes[i].load(Ordering::Relaxed));
+        let code = CLOSE_CODES
+            .get(i)
+            .map_or_else(|| "other".to_owned(), u16::to_string);
+        let _ = writeln!(text, "switchboard_closes_total{{code=\"{code}\"}} {n}");
+    }
+}
+
+/// A Prometheus histogram (seconds) merged over the shards.
+fn render_latency(
+    text: &mut String,
+    name: &str,
+    help: &str,
+    stats: &[ShardStats],
+    field: fn(&ShardStats) -> &Latency,
+) {
+    header(text, name, "histogram", help);
+    let mut cumulative = 0;
+    for i in 0..=LATENCY_BOUNDS_US.len() {
+        cumulative += stats
+            .iter()
+            .map(|s| field(s).buckets[i].load(Ordering::Relaxed))
+            .sum::<u64>();
+        let le = LATENCY_BOUNDS_US
+            .get(i)
+            .map_or_else(|| "+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
+        let _ = writeln!(text, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let sum_us: u64 = stats
+        .iter()
+        .map(|s| field(s).sum_us.load(Ordering::Relaxed))
+        .sum();
+    let _ = writeln!(text, "{name}_sum {}", sum_us as f64 / 1e6);
+    let _ = writeln!(text, "{name}_count {cumulative}");
+}
+
+/// The storage writer's group commits.
+fn render_store(text: &mut String, w: &storage::WriterStats) {
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let rows: [(&str, &str, &str, String); 5] = [
         (
-            "switchboard_push_jobs_created_total",
+            "switchboard_store_commits_total",
             "counter",
-            "Push jobs opened (one per device and conversation window).",
-            &p.created,
+            "Group commits (each one atomic batch and one journal persist).",
+            get(&w.batches).to_string(),
         ),
         (
-            "switchboard_push_coalesced_total",
+            "switchboard_store_write_requests_total",
             "counter",
-            "Messages folded into an open push job.",
-            &p.coalesced,
+            "Write requests committed; per commit, the batch size.",
+            get(&w.requests).to_string(),
         ),
         (
-            "switchboard_push_dropped_total",
+            "switchboard_store_ops_total",
             "counter",
-            "Push jobs or messages dropped by a bound.",
-            &p.dropped,
+            "Store operations committed.",
+            get(&w.ops).to_string(),
         ),
         (
-            "switchboard_push_not_durable_total",
+            "switchboard_store_refused_total",
             "counter",
-            "Push jobs whose outbox write failed (kept in memory only).",
-            &p.not_durable,
+            "Write requests refused (invalid, or the store poisoned).",
+            get(&w.refused).to_string(),
         ),
         (
-            "switchboard_push_cancelled_total",
+            "switchboard_store_commit_seconds_total",
             "counter",
-            "Open push jobs dropped because their device came online.",
-            &p.cancelled,
-        ),
-        (
-            "switchboard_push_forwarded_total",
-            "counter",
-            "Push jobs sent to pushd.",
-            &p.forwarded,
-        ),
-        (
-            "switchboard_push_acked_total",
-            "counter",
-            "Push jobs pushd stored (removed from the outbox).",
-            &p.acked,
-        ),
-        (
-            "switchboard_push_read_elsewhere_total",
-            "counter",
-            "Push jobs skipped: the user had read the conversation.",
-            &p.read_elsewhere,
-        ),
-        (
-            "switchboard_push_invalid_tokens_total",
-            "counter",
-            "Push tokens removed after the provider rejected them.",
-            &p.invalid_tokens,
-        ),
-        (
-            "switchboard_push_linked",
-            "gauge",
-            "Whether the forwarder is connected to pushd.",
-            &p.linked,
+            "Time spent in group commits, persist included; divided by commits, the mean commit latency.",
+            format!("{:.6}", get(&w.commit_nanos) as f64 / 1e9),
         ),
     ];
     for (name, kind, help, v) in rows {
         header(text, name, kind, help);
-        let _ = writeln!(text, "{name} {}", v.load(Ordering::Relaxed));
+        let _ = writeln!(text, "{name} {v}");
     }
+}
+
+/// A push metric: its name, type, help text and where it is kept.
+struct PushMetric {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    field: fn(&PushStats) -> &AtomicU64,
+}
+
+const fn counter(
+    name: &'static str,
+    help: &'static str,
+    field: fn(&PushStats) -> &AtomicU64,
+) -> PushMetric {
+    PushMetric {
+        name,
+        kind: "counter",
+        help,
+        field,
+    }
+}
+
+const PUSH: [PushMetric; 10] = [
+    counter(
+        "switchboard_push_jobs_created_total",
+        "Push jobs opened (one per device and conversation window).",
+        |p| &p.created,
+    ),
+    counter(
+        "switchboard_push_coalesced_total",
+        "Messages folded into an open push job.",
+        |p| &p.coalesced,
+    ),
+    counter(
+        "switchboard_push_dropped_total",
+        "Push jobs or messages dropped by a bound.",
+        |p| &p.dropped,
+    ),
+    counter(
+        "switchboard_push_not_durable_total",
+        "Push jobs whose outbox write failed (kept in memory only).",
+        |p| &p.not_durable,
+    ),
+    counter(
+        "switchboard_push_cancelled_total",
+        "Open push jobs dropped because their device came online.",
+        |p| &p.cancelled,
+    ),
+    counter(
+        "switchboard_push_forwarded_total",
+        "Push jobs sent to pushd.",
+        |p| &p.forwarded,
+    ),
+    counter(
+        "switchboard_push_acked_total",
+        "Push jobs pushd stored (removed from the outbox).",
+        |p| &p.acked,
+    ),
+    counter(
+        "switchboard_push_read_elsewhere_total",
+        "Push jobs skipped: the user had read the conversation.",
+        |p| &p.read_elsewhere,
+    ),
+    counter(
+        "switchboard_push_invalid_tokens_total",
+        "Push tokens removed after the provider rejected them.",
+        |p| &p.invalid_tokens,
+    ),
+    PushMetric {
+        name: "switchboard_push_linked",
+        kind: "gauge",
+        help: "Whether the forwarder is connected to pushd.",
+        field: |p| &p.linked,
+    },
+];
+
+/// The push forwarder's counters (present when pushd is configured).
+fn render_push(text: &mut String, p: &PushStats) {
+    for m in &PUSH {
+        header(text, m.name, m.kind, m.help);
+        let _ = writeln!(text, "{} {}", m.name, (m.field)(p).load(Ordering::Relaxed));
+    }
+    let name = "switchboard_push_outbox_depth";
+    header(
+        text,
+        name,
+        "gauge",
+        "Push jobs in the outbox (not yet stored by pushd).",
+    );
+    let _ = writeln!(text, "{name} {}", p.outbox_depth());
 }
 
 /// The process metrics; one left out if `/proc` did not give it.

@@ -58,6 +58,32 @@ pub struct Server {
     push: Option<Push>,
 }
 
+/// Opens the store and starts its read pool, sized so that every storage
+/// operation a shard can have in flight fits in the store's queues (a
+/// shard's submission is never refused as full).
+fn open_store(config: &Config, shards: u16) -> Result<(Store, ReadPool<StoreEvent>), StartError> {
+    let in_flight_max = usize::from(shards) * chat::INBOX_CAPACITY;
+    let mut store_config = storage::Config::new(&config.data_dir).durability(config.durability);
+    store_config.write_queue_depth = store_config.write_queue_depth.max(in_flight_max);
+    let store = Store::open(store_config).map_err(|source| StartError::Store {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let reads =
+        ReadPool::start(&store, STORAGE_READERS, in_flight_max).map_err(StartError::Spawn)?;
+    Ok((store, reads))
+}
+
+/// The sessions' abuse limits from the configuration.
+fn abuse_limits(config: &Config) -> chat::AbuseLimits {
+    chat::AbuseLimits {
+        send_per_connection: config.connection_send_rate(),
+        send_per_user: config.user_send_rate(),
+        close_after: config.rate_limited_close_after,
+        connections_per_user: config.connections_per_user_max,
+    }
+}
+
 /// The token key: the configured secret, or in dev mode the data directory's.
 fn token_key(config: &Config) -> Result<TokenKey, StartError> {
     let secret = match &config.token_secret {
@@ -106,17 +132,7 @@ impl Server {
         config.validate()?;
         let tokens = token_key(&config)?;
         let shards = config.shard_count();
-        // Every storage operation a shard can have in flight fits in the
-        // store's queues, so a shard's submission is never refused as full.
-        let in_flight_max = usize::from(shards) * chat::INBOX_CAPACITY;
-        let mut store_config = storage::Config::new(&config.data_dir).durability(config.durability);
-        store_config.write_queue_depth = store_config.write_queue_depth.max(in_flight_max);
-        let store = Store::open(store_config).map_err(|source| StartError::Store {
-            path: config.data_dir.clone(),
-            source,
-        })?;
-        let reads =
-            ReadPool::start(&store, STORAGE_READERS, in_flight_max).map_err(StartError::Spawn)?;
+        let (store, reads) = open_store(&config, shards)?;
         let mut links = router::mesh(shards, config.router_queue_depth).into_iter();
         let listeners = bind(config.listen, shards)?;
         let addr = listeners[0]
@@ -132,6 +148,7 @@ impl Server {
         let hub_push = push
             .as_ref()
             .map(|p| (p.shared.clone(), config.push_coalesce));
+        let ips = crate::limits::IpLimits::new(config.connections_per_ip_max);
         let mut threads = Vec::new();
         for (id, listener) in (0..shards).zip(listeners) {
             let link = links.next().expect("the mesh has a link per shard");
@@ -140,6 +157,7 @@ impl Server {
                 config: config.clone(),
                 tokens: tokens.clone(),
                 shutdown: shutdown.clone(),
+                ips: ips.clone(),
                 chat: HubInit {
                     link,
                     stats: stats.clone(),
@@ -152,6 +170,7 @@ impl Server {
                         ..crate::conv::OwnerLimits::default()
                     },
                     push: hub_push.clone(),
+                    abuse: abuse_limits(&config),
                 },
             };
             threads.push(spawn_shard(shard, listener)?);
@@ -160,8 +179,12 @@ impl Server {
             addr,
             shards,
             &config,
-            stats,
-            push.as_ref().map(|p| p.shared.clone()),
+            crate::metrics::Sources {
+                stats,
+                push: push.as_ref().map(|p| p.shared.clone()),
+                store: store.clone(),
+                shutdown: shutdown.clone(),
+            },
         );
         Ok(Server {
             addr,
@@ -240,8 +263,7 @@ fn announce(
     addr: SocketAddr,
     shards: u16,
     config: &Config,
-    stats: Arc<[ShardStats]>,
-    push: Option<Arc<PushShared>>,
+    sources: crate::metrics::Sources,
 ) -> Option<Admin> {
     tracing::info!(%addr, shards, durability = %config.durability, dev = config.dev, "listening");
     if let Some(every) = config.dev_drop_delivery_every {
@@ -252,17 +274,13 @@ fn announce(
     }
     config
         .admin_listen
-        .and_then(|addr| start_admin(addr, stats, push))
+        .and_then(|addr| start_admin(addr, sources))
 }
 
 /// Starts the admin listener; a port that cannot be bound (another server
 /// on this host has it) costs the metrics, not the server.
-fn start_admin(
-    addr: SocketAddr,
-    stats: Arc<[ShardStats]>,
-    push: Option<Arc<PushShared>>,
-) -> Option<Admin> {
-    match Admin::start(addr, stats, push) {
+fn start_admin(addr: SocketAddr, sources: crate::metrics::Sources) -> Option<Admin> {
+    match Admin::start(addr, sources) {
         Ok(admin) => {
             tracing::info!(addr = %admin.local_addr(), "admin listening");
             Some(admin)

@@ -21,6 +21,8 @@ pub(crate) struct ShardInit {
     pub config: Arc<Config>,
     pub tokens: TokenKey,
     pub shutdown: Arc<Shutdown>,
+    /// Open connections per client address, shared by every shard.
+    pub ips: Arc<crate::limits::IpLimits>,
     pub chat: HubInit,
 }
 
@@ -38,6 +40,7 @@ pub(crate) struct Shard {
     pub conns: RefCell<Slab<Rc<ConnHandle>>>,
     /// Chat sessions homed here and conversations owned here.
     pub chat: Hub,
+    pub ips: Arc<crate::limits::IpLimits>,
 }
 
 /// What other tasks on the shard can do to a connection: ask it to close,
@@ -170,6 +173,9 @@ pub(crate) struct ConnGuard {
     shard: Rc<Shard>,
     key: usize,
     pub handle: Rc<ConnHandle>,
+    /// The connection's place in the per-address count (it moves with the
+    /// connection when it is handed to another shard).
+    pub ip: Option<crate::limits::IpSlot>,
 }
 
 impl Drop for ConnGuard {
@@ -197,6 +203,7 @@ impl Shard {
             shard: self.clone(),
             key,
             handle,
+            ip: None,
         })
     }
 
@@ -258,6 +265,7 @@ impl Shard {
             scratch: RefCell::new(vec![0; read_bytes]),
             conns: RefCell::new(Slab::new()),
             chat: Hub::new(init.chat),
+            ips: init.ips,
         }
     }
 }

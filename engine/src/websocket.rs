@@ -74,6 +74,8 @@ struct Conn<'l> {
     /// The client started the close handshake: once our reply is written the
     /// handshake is complete and the server closes TCP first (RFC 6455 §7.1.1).
     peer_closed: bool,
+    /// The code of the close frame we queued, for `/metrics`.
+    sent_code: Option<u16>,
 }
 
 impl Conn<'_> {
@@ -81,6 +83,7 @@ impl Conn<'_> {
         if !self.closed {
             ws::write_close(out, code, reason);
             self.closed = true;
+            self.sent_code = Some(code);
         }
     }
 
@@ -172,6 +175,7 @@ pub(crate) async fn run(
         limits,
         closed: false,
         peer_closed: false,
+        sent_code: None,
     };
     let mut out = Vec::new();
     handle.heard(Instant::now());
@@ -203,6 +207,9 @@ pub(crate) async fn run(
                 return;
             }
             handler.on_written();
+        }
+        if let Some(code) = conn.sent_code.take() {
+            shard.chat.stats().close(code);
         }
         if conn.peer_closed {
             return;

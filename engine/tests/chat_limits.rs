@@ -75,7 +75,15 @@ fn an_oversize_message_closes_with_1009() {
 
 #[test]
 fn a_reader_that_does_not_keep_up_is_closed_with_4002() {
-    let server = Options::new().arg("--durability").arg("none").start();
+    // Send limits off: alice floods on purpose.
+    let server = Options::new()
+        .arg("--durability")
+        .arg("none")
+        .arg("--send-rate-per-connection")
+        .arg("0")
+        .arg("--send-rate-per-user")
+        .arg("0")
+        .start();
     let mut alice = Device::online(&server, 1, 1);
     let conv = alice.direct_open(2).conv;
     // Bob syncs, then stops reading while alice sends far more than the

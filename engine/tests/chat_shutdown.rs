@@ -26,7 +26,8 @@ fn in_flight_sends_are_answered_before_going_away(shards: u16) {
         Options::new()
             .shards(shards)
             .data_dir(dir.path())
-            .config("shutdown_grace = \"20s\"\n")
+            // Send limits off: 300 sends go out at once on purpose.
+            .config("shutdown_grace = \"20s\"\nsend_rate_per_connection = 0.0\nsend_rate_per_user = 0.0\n")
     };
     let mut server = options().start();
     let mut alice = Device::online(&server, 1, 1);

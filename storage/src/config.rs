@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::encryption::EncryptionKeys;
+
 /// What an ack (a successful write completion) guarantees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -71,6 +73,9 @@ pub struct Config {
     /// if its journal persist had failed (nothing is written), which poisons
     /// the store. `None` (the default) in production.
     pub fail_commit_after: Option<u64>,
+    /// Encryption at rest of message bodies and push previews; `None` (the
+    /// default) stores them plain. Sealed records need their key to be read.
+    pub encryption: Option<EncryptionKeys>,
 }
 
 impl Config {
@@ -86,12 +91,20 @@ impl Config {
             batch_linger: Duration::ZERO,
             seq_cache_entries_max: 1 << 20,
             fail_commit_after: None,
+            encryption: None,
         }
     }
 
     #[must_use]
     pub fn durability(mut self, durability: Durability) -> Config {
         self.durability = durability;
+        self
+    }
+
+    /// Turns on encryption at rest with `keys` (new writes use the current key).
+    #[must_use]
+    pub fn encryption(mut self, keys: EncryptionKeys) -> Config {
+        self.encryption = Some(keys);
         self
     }
 }

@@ -23,6 +23,20 @@ pub enum Error {
         key: Vec<u8>,
         reason: String,
     },
+    /// A sealed record could not be opened: its key is not configured, or
+    /// authentication failed (wrong key, or the record was altered).
+    #[error("cannot decrypt record in {keyspace} at key {key:02x?}: {reason}")]
+    Decrypt {
+        keyspace: &'static str,
+        key: Vec<u8>,
+        reason: String,
+    },
+    /// Encryption keys could not be loaded; the reason names no key material.
+    #[error("storage: encryption keys: {0}")]
+    Keys(String),
+    /// A value could not be sealed (no randomness for a nonce).
+    #[error("storage: cannot encrypt: {0}")]
+    Encrypt(String),
     /// An append would leave a gap in the conversation's sequence.
     #[error("append to {conv} at seq {got} would leave a gap (next is {expected})")]
     SeqGap {

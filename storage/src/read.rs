@@ -7,11 +7,12 @@
 use fjall::Keyspace;
 use protocol::{ClientMsgId, ConvId, DeviceId, Message, Seq, UserId};
 
+use crate::encryption::EncryptionKeys;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::model::{Conversation, Cursor, Device, Membership, PushJob, SendOutcome};
 use crate::records::{
-    CursorRec, DeviceRec, MemberRec, MessageRec, PushJobRec, SendRec, decode, decode_conv,
+    CursorRec, DeviceRec, MemberRec, SendRec, decode, decode_conv, decode_message, decode_push_job,
 };
 use crate::tables::{Table, Tables};
 
@@ -46,37 +47,44 @@ pub(crate) fn conv(tables: &Tables, conv: ConvId) -> Result<Option<Conversation>
     Ok(Some(decode_conv(Table::Convs.name(), &key, &v, conv)?))
 }
 
-fn message_at(key: &[u8], value: &[u8]) -> Result<Message> {
+fn message_at(key: &[u8], value: &[u8], enc: Option<&EncryptionKeys>) -> Result<Message> {
     let (Some(conv), Some(seq)) = (keys::u64_at(key, 0), keys::u64_at(key, 8)) else {
         return Err(bad_key(Table::Messages, key));
     };
-    let rec = decode::<MessageRec>(Table::Messages.name(), key, value)?;
-    Ok(rec.into_model(ConvId(conv), Seq(seq)))
+    let at = (ConvId(conv), Seq(seq));
+    decode_message(Table::Messages.name(), key, value, at, enc)
 }
 
 fn collect_messages(
     iter: impl Iterator<Item = fjall::Guard>,
     limit: usize,
+    enc: Option<&EncryptionKeys>,
 ) -> Result<Vec<Message>> {
     let mut out = Vec::with_capacity(limit.min(256));
     for g in iter.take(limit) {
         let (k, v) = g.into_inner().map_err(Error::fjall("scan messages"))?;
-        out.push(message_at(&k, &v)?);
+        out.push(message_at(&k, &v, enc)?);
     }
     Ok(out)
 }
 
-pub(crate) fn message(tables: &Tables, conv: ConvId, seq: Seq) -> Result<Option<Message>> {
+pub(crate) fn message(
+    tables: &Tables,
+    enc: Option<&EncryptionKeys>,
+    conv: ConvId,
+    seq: Seq,
+) -> Result<Option<Message>> {
     let key = keys::message(conv, seq);
     let Some(v) = get(tables, Table::Messages, &key)? else {
         return Ok(None);
     };
-    message_at(&key, &v).map(Some)
+    message_at(&key, &v, enc).map(Some)
 }
 
 /// Up to `limit` messages with seq > `after`, ascending.
 pub(crate) fn after(
     tables: &Tables,
+    enc: Option<&EncryptionKeys>,
     conv: ConvId,
     after: Seq,
     limit: usize,
@@ -85,12 +93,13 @@ pub(crate) fn after(
         return Ok(Vec::new());
     };
     let range = keys::message(conv, Seq(from))..=keys::message(conv, Seq(u64::MAX));
-    collect_messages(tables.messages.range(range), limit)
+    collect_messages(tables.messages.range(range), limit, enc)
 }
 
 /// Up to `limit` messages with seq < `before`, the newest of them, ascending.
 pub(crate) fn before(
     tables: &Tables,
+    enc: Option<&EncryptionKeys>,
     conv: ConvId,
     before: Seq,
     limit: usize,
@@ -99,14 +108,20 @@ pub(crate) fn before(
         return Ok(Vec::new());
     }
     let range = keys::message(conv, Seq(1))..keys::message(conv, before);
-    let mut out = collect_messages(tables.messages.range(range).rev(), limit)?;
+    let mut out = collect_messages(tables.messages.range(range).rev(), limit, enc)?;
     out.reverse();
     Ok(out)
 }
 
 /// Up to `limit` of the newest messages, ascending.
-pub(crate) fn latest(tables: &Tables, conv: ConvId, limit: usize) -> Result<Vec<Message>> {
-    let mut out = collect_messages(tables.messages.prefix(keys::conv(conv)).rev(), limit)?;
+pub(crate) fn latest(
+    tables: &Tables,
+    enc: Option<&EncryptionKeys>,
+    conv: ConvId,
+    limit: usize,
+) -> Result<Vec<Message>> {
+    let newest = tables.messages.prefix(keys::conv(conv)).rev();
+    let mut out = collect_messages(newest, limit, enc)?;
     out.reverse();
     Ok(out)
 }
@@ -229,18 +244,23 @@ pub(crate) fn dedupe(
 }
 
 /// Up to `limit` outbox jobs with id ≥ `from`, in id order.
-pub(crate) fn outbox(tables: &Tables, from: u64, limit: usize) -> Result<Vec<(u64, PushJob)>> {
+pub(crate) fn outbox(
+    tables: &Tables,
+    enc: Option<&EncryptionKeys>,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<(u64, PushJob)>> {
     let mut out = Vec::new();
     for g in tables.outbox.range(keys::outbox(from)..).take(limit) {
         let (k, v) = g.into_inner().map_err(Error::fjall("scan outbox"))?;
         let id = keys::u64_at(&k, 0).ok_or_else(|| bad_key(Table::Outbox, &k))?;
-        let job = decode::<PushJobRec>(Table::Outbox.name(), &k, &v)?
-            .into_model()
-            .ok_or_else(|| Error::Corrupt {
+        let job = decode_push_job(Table::Outbox.name(), &k, &v, id, enc)?.ok_or_else(|| {
+            Error::Corrupt {
                 keyspace: Table::Outbox.name(),
                 key: k.to_vec(),
                 reason: "unknown push platform".into(),
-            })?;
+            }
+        })?;
         out.push((id, job));
     }
     Ok(out)

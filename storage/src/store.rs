@@ -36,6 +36,7 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("path", &self.inner.config.path)
             .field("durability", &self.inner.config.durability)
+            .field("encryption", &self.inner.config.encryption)
             .finish_non_exhaustive()
     }
 }
@@ -64,6 +65,9 @@ impl Store {
             .open()
             .map_err(Error::fjall("open database"))?;
         let tables = Tables::open(db)?;
+        if let Some(keys) = &config.encryption {
+            tracing::info!(keys = ?keys.ids(), current = keys.current_id(), "storage: encryption at rest on");
+        }
         let (tx, rx) = crossbeam_channel::bounded(config.write_queue_depth.max(1));
         let poisoned = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(WriterStats::default());
@@ -95,6 +99,10 @@ impl Store {
     /// Whether a failed commit has stopped all writes.
     pub fn is_poisoned(&self) -> bool {
         self.inner.poisoned.load(Ordering::Acquire)
+    }
+
+    fn enc(&self) -> Option<&crate::encryption::EncryptionKeys> {
+        self.inner.config.encryption.as_ref()
     }
 
     fn tx(&self) -> &Sender<WriteRequest> {
@@ -161,22 +169,22 @@ impl Store {
     }
 
     pub fn message(&self, conv: ConvId, seq: Seq) -> Result<Option<Message>> {
-        read::message(&self.inner.tables, conv, seq)
+        read::message(&self.inner.tables, self.enc(), conv, seq)
     }
 
     /// Catch-up: up to `limit` messages after `after`, ascending.
     pub fn messages_after(&self, conv: ConvId, after: Seq, limit: usize) -> Result<Vec<Message>> {
-        read::after(&self.inner.tables, conv, after, limit)
+        read::after(&self.inner.tables, self.enc(), conv, after, limit)
     }
 
     /// Pagination: the `limit` newest messages before `before`, ascending.
     pub fn messages_before(&self, conv: ConvId, before: Seq, limit: usize) -> Result<Vec<Message>> {
-        read::before(&self.inner.tables, conv, before, limit)
+        read::before(&self.inner.tables, self.enc(), conv, before, limit)
     }
 
     /// The `limit` newest messages, ascending.
     pub fn messages_latest(&self, conv: ConvId, limit: usize) -> Result<Vec<Message>> {
-        read::latest(&self.inner.tables, conv, limit)
+        read::latest(&self.inner.tables, self.enc(), conv, limit)
     }
 
     pub fn members(&self, conv: ConvId) -> Result<Vec<(UserId, Membership)>> {
@@ -224,6 +232,6 @@ impl Store {
 
     /// Up to `limit` outbox jobs with id ≥ `from`, in id order.
     pub fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, PushJob)>> {
-        read::outbox(&self.inner.tables, from, limit)
+        read::outbox(&self.inner.tables, self.enc(), from, limit)
     }
 }

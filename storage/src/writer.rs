@@ -22,12 +22,13 @@ use fjall::PersistMode;
 use protocol::{ClientMsgId, ConvId, Message, Seq};
 
 use crate::config::{Config, Durability};
+use crate::encryption::EncryptionKeys;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::model::SendOutcome;
 use crate::ops::{Completion, CompletionSink, Op, WriteRequest};
 use crate::records::{
-    CursorRec, DeviceRec, MemberRec, MessageRec, PushJobRec, SendRec, encode, encode_conv,
+    CursorRec, DeviceRec, MemberRec, SendRec, encode, encode_conv, encode_message, encode_push_job,
 };
 use crate::tables::{Table, Tables};
 
@@ -60,6 +61,8 @@ pub(crate) struct Writer {
     /// Batch commits attempted so far.
     commits: u64,
     fail_commit_after: Option<u64>,
+    /// Seals message bodies and push previews when set.
+    encryption: Option<EncryptionKeys>,
 }
 
 impl Writer {
@@ -89,6 +92,7 @@ impl Writer {
             stats,
             commits: 0,
             fail_commit_after: config.fail_commit_after,
+            encryption: config.encryption.clone(),
         }
     }
 
@@ -249,11 +253,8 @@ impl Writer {
                 encode(&CursorRec::from_model(*cursor)),
             ),
             Op::PutOutbox { id, job } => {
-                w.put(
-                    Table::Outbox,
-                    &keys::outbox(*id),
-                    encode(&PushJobRec::from_model(job)),
-                );
+                let rec = encode_push_job(*id, job, self.encryption.as_ref())?;
+                w.put(Table::Outbox, &keys::outbox(*id), rec);
             }
             Op::RemoveOutbox { id } => w.del(Table::Outbox, &keys::outbox(*id)),
         }
@@ -271,12 +272,9 @@ impl Writer {
             None => self.seqs.last(&self.tables, msg.conv)?,
         };
         check_next(msg.conv, last, msg.seq)?;
+        let rec = encode_message(msg, self.encryption.as_ref())?;
         w.seqs.push((msg.conv, msg.seq));
-        w.put(
-            Table::Messages,
-            &keys::message(msg.conv, msg.seq),
-            encode(&MessageRec::from_model(msg)),
-        );
+        w.put(Table::Messages, &keys::message(msg.conv, msg.seq), rec);
         if let Some(cmid) = dedupe {
             let outcome = SendOutcome {
                 conv: msg.conv,

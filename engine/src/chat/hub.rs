@@ -48,6 +48,17 @@ pub(crate) struct HubInit {
     pub limits: OwnerLimits,
     /// Push: the shared forwarder state and the coalescing window.
     pub push: Option<(Arc<crate::push::PushShared>, std::time::Duration)>,
+    pub abuse: AbuseLimits,
+}
+
+/// The session-side abuse limits (from the configuration).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AbuseLimits {
+    pub send_per_connection: crate::limits::Rate,
+    pub send_per_user: crate::limits::Rate,
+    /// Consecutive refused sends before 4003.
+    pub close_after: u32,
+    pub connections_per_user: usize,
 }
 
 /// What a write's completion is for.
@@ -108,6 +119,9 @@ pub(crate) struct Hub {
     sends_stopped: Cell<bool>,
     /// Push for offline devices; `None` when no pushd is configured.
     pub notify: Option<super::notify::Notify>,
+    pub abuse: AbuseLimits,
+    /// Each user's send bucket, while the user has a session here.
+    pub user_buckets: RefCell<HashMap<UserId, crate::limits::Bucket>>,
 }
 
 impl Hub {
@@ -142,12 +156,31 @@ impl Hub {
             notify: init
                 .push
                 .map(|(shared, window)| super::notify::Notify::new(shared, me, window)),
+            abuse: init.abuse,
+            user_buckets: RefCell::new(HashMap::new()),
         }
     }
 
     /// This shard's published numbers.
     pub fn stats(&self) -> &ShardStats {
         &self.stats[usize::from(self.me)]
+    }
+
+    /// Every shard's numbers and this shard's index (for a session to keep).
+    pub fn stats_handle(&self) -> (Arc<[ShardStats]>, u16) {
+        (self.stats.clone(), self.me)
+    }
+
+    /// Publishes how many router messages wait for this shard (its incoming
+    /// queues) plus its own backlog.
+    pub fn publish_queue_depth(&self) {
+        let link = self.link.borrow();
+        let me = ShardId(self.me);
+        let incoming: usize = (0..self.shards)
+            .map(|from| link.depth(ShardId(from), me))
+            .sum();
+        let backlog: usize = self.backlog.borrow().iter().map(VecDeque::len).sum();
+        ShardStats::set(&self.stats().router_queue_depth, incoming + backlog);
     }
 
     /// Counts a live delivery to a device; `false` if dev fault injection

@@ -37,7 +37,7 @@ use crate::conv::{Append, GroupRequest, Reply, Sender, Signal};
 use crate::handoff::Detached;
 
 pub(crate) use cursors::USER_ROW;
-pub(crate) use hub::{Hub, HubInit, INBOX_CAPACITY, now_millis};
+pub(crate) use hub::{AbuseLimits, Hub, HubInit, INBOX_CAPACITY, now_millis};
 pub(crate) use jobs::StoreEvent;
 pub(crate) use pump::pump;
 pub(crate) use session::run as run_session;
@@ -90,6 +90,8 @@ pub(crate) struct Handoff {
     pub conn: Detached,
     pub claims: Claims,
     pub encoding: Encoding,
+    /// The connection's place in the per-address count.
+    pub ip: Option<crate::limits::IpSlot>,
 }
 
 /// A connection that watches a user's presence.

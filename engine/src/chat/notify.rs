@@ -200,6 +200,7 @@ fn write_opened(hub: &Hub, n: &Notify) {
             ok
         };
         if submitted {
+            bump(&n.shared.stats.outbox_written, keys.len() as u64);
             n.writing.borrow_mut().insert(batch, keys);
         } else {
             // No room to write: these jobs live in memory only (a crash
@@ -369,11 +370,13 @@ pub(crate) fn on_online(hub: &Hub, user: UserId, device: DeviceId) {
     let mut cancel = recent;
     if !dropped.is_empty() {
         bump(&n.shared.stats.cancelled, dropped.len() as u64);
-        let ops = dropped
+        let ops: Vec<Op> = dropped
             .into_iter()
             .map(|id| Op::RemoveOutbox { id })
             .collect();
+        let count = ops.len() as u64;
         let removed = n.slots.try_reserve() && {
+            bump(&n.shared.stats.outbox_removed, count);
             let ok = hub.write(ops, Ticket::PushRemoved);
             if !ok {
                 n.slots.release();

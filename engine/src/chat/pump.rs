@@ -42,6 +42,7 @@ pub(crate) async fn pump(shard: Rc<Shard>) {
         }
         hub.run_owner();
         super::notify::tick(hub);
+        hub.publish_queue_depth();
         hub.flush_cursors();
         let backlog = hub.drain_backlog();
         hub.flush();
@@ -123,6 +124,7 @@ fn on_router(shard: &Rc<Shard>, msg: ShardMsg) -> usize {
         ShardMsg::ToConn { conn, msg } => {
             let s = hub.sessions.borrow().get(&conn).cloned();
             if let Some(s) = s {
+                s.answered(&msg);
                 s.push(&msg);
             }
         }
@@ -167,6 +169,7 @@ fn attach(shard: &Rc<Shard>, h: Handoff) {
         conn,
         claims,
         encoding,
+        ip,
     } = h;
     let (stream, leftover) = match conn.attach() {
         Ok(attached) => attached,
@@ -175,7 +178,7 @@ fn attach(shard: &Rc<Shard>, h: Handoff) {
             return;
         }
     };
-    let Some(guard) = shard.admit() else {
+    let Some(mut guard) = shard.admit() else {
         // At the connection limit: the 101 is out, so say it in a close frame.
         let mut out = Vec::new();
         crate::ws::write_close(&mut out, close::TRY_AGAIN_LATER, "connection limit reached");
@@ -186,6 +189,7 @@ fn attach(shard: &Rc<Shard>, h: Handoff) {
         });
         return;
     };
+    guard.ip = ip;
     let shard = shard.clone();
     monoio::spawn(super::session::run(
         shard, stream, leftover, guard, claims, encoding,

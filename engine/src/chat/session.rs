@@ -2,8 +2,10 @@
 //! do, and the queue of frames waiting to be written to it.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use monoio::net::TcpStream;
 use protocol::token::Claims;
@@ -115,14 +117,49 @@ pub(crate) struct Session {
     bad_messages: Cell<u32>,
     /// Users this connection watches for presence.
     watching: RefCell<Vec<UserId>>,
+    send_bucket: Cell<crate::limits::Bucket>,
+    /// Sends refused in a row (rate limits); past the limit, 4003.
+    refused_sends: Cell<u32>,
+    /// When each unanswered `send` arrived (for the send→ack histogram;
+    /// at most `ACK_TIMES_MAX`).
+    ack_times: RefCell<HashMap<ClientMsgId, Instant>>,
+    /// Every shard's numbers and this shard's index.
+    stats: (Arc<[ShardStats]>, u16),
 }
+
+/// Unanswered sends timed per connection; more go untimed.
+const ACK_TIMES_MAX: usize = 1024;
+
+/// What a session queues to its client: counted by kind.
+pub(crate) trait Outbound: serde::Serialize {
+    /// The error code, if this is an error frame.
+    fn error_code(&self) -> Option<ErrorCode> {
+        None
+    }
+}
+
+impl Outbound for ServerMsg {
+    fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            ServerMsg::Error { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl Outbound for protocol::MsgRef<'_> {}
 
 impl Session {
     /// Queues `msg` for the client. Live traffic is bounded by
     /// `SEND_QUEUE_BYTES_MAX`; a connection past it is a slow consumer.
-    pub fn push(&self, msg: &impl serde::Serialize) {
+    pub fn push(&self, msg: &impl Outbound) {
         if self.close.get().is_some() {
             return;
+        }
+        let stats = self.shard_stats();
+        ShardStats::bump(&stats.messages_out);
+        if let Some(code) = msg.error_code() {
+            stats.error(code);
         }
         let mut frame = Vec::new();
         write_frame(self.encoding, msg, &mut frame);
@@ -151,6 +188,36 @@ impl Session {
         }
         drop(out);
         self.handle.notify();
+    }
+
+    fn shard_stats(&self) -> &ShardStats {
+        &self.stats.0[usize::from(self.stats.1)]
+    }
+
+    /// Notes when a `send` arrived, to time its answer.
+    fn sent(&self, cmid: ClientMsgId) {
+        let mut times = self.ack_times.borrow_mut();
+        if times.len() < ACK_TIMES_MAX {
+            times.insert(cmid, Instant::now());
+        }
+    }
+
+    /// An answer from another shard: an `ack` completes a send's timing
+    /// (an error for a send just ends it).
+    pub fn answered(&self, msg: &ServerMsg) {
+        let cmid = match msg {
+            ServerMsg::Ack { cmid, .. } => *cmid,
+            ServerMsg::Error {
+                cmid: Some(cmid), ..
+            } => {
+                self.ack_times.borrow_mut().remove(cmid);
+                return;
+            }
+            _ => return,
+        };
+        if let Some(at) = self.ack_times.borrow_mut().remove(&cmid) {
+            self.shard_stats().send_ack.record(at.elapsed());
+        }
     }
 
     /// Asks the connection to close with `code`.
@@ -313,6 +380,10 @@ pub(crate) async fn run(
         generation: Cell::new(0),
         bad_messages: Cell::new(0),
         watching: RefCell::new(Vec::new()),
+        send_bucket: Cell::new(crate::limits::Bucket::default()),
+        refused_sends: Cell::new(0),
+        ack_times: RefCell::new(HashMap::new()),
+        stats: hub.stats_handle(),
     });
     session.push(&ServerMsg::Welcome {
         user: claims.user,
@@ -320,7 +391,18 @@ pub(crate) async fn run(
         version: protocol::VERSION,
         time: now_millis(),
     });
-    register(hub, &session);
+    let open = hub.by_user.borrow().get(&claims.user).map_or(0, Vec::len);
+    if open >= hub.abuse.connections_per_user {
+        // The welcome is queued; the close follows it, and no session is
+        // registered: the user's other connections are untouched.
+        ShardStats::bump(&hub.stats().user_limit_closes);
+        session.close_with(
+            close::TOO_MANY_CONNECTIONS,
+            "too many connections for this user",
+        );
+    } else {
+        register(hub, &session);
+    }
     let handler = ChatHandler {
         shard: shard.clone(),
         session: session.clone(),
@@ -359,7 +441,10 @@ fn register(hub: &Hub, session: &Rc<Session>) {
 fn unregister(hub: &Hub, session: &Session) {
     {
         let mut sessions = hub.sessions.borrow_mut();
-        sessions.remove(&session.id);
+        if sessions.remove(&session.id).is_none() {
+            // Never registered (refused at the per-user limit).
+            return;
+        }
         ShardStats::set(&hub.stats().sessions, sessions.len());
     }
     let last = {
@@ -373,6 +458,7 @@ fn unregister(hub: &Hub, session: &Session) {
         last
     };
     if last {
+        hub.user_buckets.borrow_mut().remove(&session.user);
         let now = now_millis();
         hub.presence.borrow_mut().went_offline(session.user, now);
         hub.announce(session.user, false, Some(now));
@@ -403,6 +489,11 @@ impl Drop for ChatHandler {
 
 impl Handler for ChatHandler {
     fn on_message(&mut self, data: Data, _out: &mut Vec<u8>) -> Result<(), CloseReason> {
+        if self.session.close.get().is_some() {
+            // Closing: what the client says now is not acted on.
+            return Ok(());
+        }
+        ShardStats::bump(&self.shard.chat.stats().messages_in);
         let decoded = match &data {
             Data::Text(t) => Encoding::Json.decode_client_unvalidated(t.as_bytes()),
             Data::Binary(b) => Encoding::Binary.decode_client_unvalidated(b),
@@ -569,7 +660,42 @@ fn group(hub: &Hub, s: &Session, rid: protocol::RequestId, conv: ConvId, op: Gro
     }
 }
 
+/// Takes a token from the connection's and the user's send buckets; on
+/// refusal answers `rate_limited` (and closes with 4003 past the limit).
+fn admit_send(hub: &Hub, s: &Session, cmid: ClientMsgId) -> bool {
+    let now = std::time::Instant::now();
+    let limits = hub.abuse;
+    let mut conn = s.send_bucket.get();
+    let mut ok = conn.take(now, limits.send_per_connection);
+    if ok {
+        let mut buckets = hub.user_buckets.borrow_mut();
+        ok = buckets
+            .entry(s.user)
+            .or_default()
+            .take(now, limits.send_per_user);
+    }
+    s.send_bucket.set(conn);
+    if ok {
+        s.refused_sends.set(0);
+        return true;
+    }
+    ShardStats::bump(&hub.stats().rate_limited_sends);
+    let refused = s.refused_sends.get() + 1;
+    s.refused_sends.set(refused);
+    if refused >= limits.close_after {
+        ShardStats::bump(&hub.stats().rate_limit_closes);
+        s.close_with(close::RATE_LIMITED, "too many sends after rate_limited");
+        return false;
+    }
+    let text = "sending too fast; resend after a pause";
+    s.push(&error(None, Some(cmid), ErrorCode::RateLimited, text));
+    false
+}
+
 fn send(hub: &Hub, s: &Session, conv: ConvId, cmid: ClientMsgId, body: String) {
+    if !admit_send(hub, s, cmid) {
+        return;
+    }
     if hub.sends_stopped() {
         let text = "server shutting down; resend after reconnecting";
         s.push(&error(None, Some(cmid), ErrorCode::Overloaded, text));
@@ -581,6 +707,7 @@ fn send(hub: &Hub, s: &Session, conv: ConvId, cmid: ClientMsgId, body: String) {
         cmid,
         body: Arc::from(body),
     };
+    s.sent(cmid);
     if hub
         .route(hub.owner_of(conv), ShardMsg::Append(append))
         .is_err()

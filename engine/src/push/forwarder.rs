@@ -122,6 +122,7 @@ impl Forwarder {
     }
 
     fn run(mut self) {
+        self.count_outbox();
         let mut wait = RECONNECT_FIRST;
         let mut warned = false;
         while !self.stopping() {
@@ -146,6 +147,31 @@ impl Forwarder {
                     wait = (wait * 2).min(RECONNECT_MAX);
                 }
             }
+        }
+    }
+
+    /// Counts the records the outbox holds at start (for its depth gauge).
+    fn count_outbox(&self) {
+        let mut from = 0;
+        let mut found = 0;
+        loop {
+            match self.init.store.outbox(from, SCAN_PAGE) {
+                Ok(page) => {
+                    let Some(&(last, _)) = page.last() else {
+                        break;
+                    };
+                    found += page.len() as u64;
+                    from = last + 1;
+                }
+                Err(e) => {
+                    tracing::error!(cause = %e, "cannot count the push outbox");
+                    break;
+                }
+            }
+        }
+        bump(&self.init.shared.stats.outbox_found, found);
+        if found > 0 {
+            tracing::info!(jobs = found, "push outbox holds jobs from an earlier run");
         }
     }
 
@@ -340,6 +366,7 @@ impl Forwarder {
 
     /// Deletes acknowledged (or skipped) jobs from the outbox.
     fn delete(&self, ids: Vec<u64>) {
+        bump(&self.init.shared.stats.outbox_removed, ids.len() as u64);
         let ops = ids.into_iter().map(|id| Op::RemoveOutbox { id }).collect();
         if let Err(e) = self
             .init

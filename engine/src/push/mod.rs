@@ -72,6 +72,20 @@ pub struct PushStats {
     pub invalid_tokens: AtomicU64,
     /// Whether the forwarder has a link to pushd (0 or 1).
     pub linked: AtomicU64,
+    /// Outbox records found at start, written since, and removed since:
+    /// the outbox depth is `found + written - removed`.
+    pub outbox_found: AtomicU64,
+    pub outbox_written: AtomicU64,
+    pub outbox_removed: AtomicU64,
+}
+
+impl PushStats {
+    /// Jobs in the outbox now (from the counts above).
+    pub fn outbox_depth(&self) -> u64 {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (get(&self.outbox_found) + get(&self.outbox_written))
+            .saturating_sub(get(&self.outbox_removed))
+    }
 }
 
 /// What the shards and the forwarder share.

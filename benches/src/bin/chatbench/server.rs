@@ -294,6 +294,14 @@ fn command(options: &ServerOptions, data_dir: &Path) -> Command {
         .arg(data_dir)
         .args(["--shards", &options.shards.to_string()])
         .args(["--durability", options.durability.as_str()])
+        // The benches measure the engine, not its abuse limits.
+        .args([
+            "--send-rate-per-connection",
+            "0",
+            "--send-rate-per-user",
+            "0",
+        ])
+        .args(["--connections-per-ip-max", "0"])
         .args(&options.args);
     // Our own environment must not configure the server behind our back.
     for (key, _) in std::env::vars_os() {
