@@ -93,6 +93,13 @@ pub struct Config {
     /// Consecutive refused `send`s after which a connection is closed with
     /// 4003. Default 200.
     pub rate_limited_close_after: u32,
+    /// Encrypt message bodies (and push previews) at rest with the keys in
+    /// this file: one `<id>:<64 hex digits>` per line, the last one used for
+    /// new writes, every one for reads (rotation: append a key, restart).
+    /// The environment variable `SWITCHBOARD_ENCRYPTION_KEYS` (same format,
+    /// commas allowed between keys) is used if no file is given. Keys are
+    /// never logged. Default: no encryption.
+    pub encryption_keys_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -124,6 +131,7 @@ impl Default for Config {
             send_rate_per_user: 100.0,
             send_burst_per_user: 200,
             rate_limited_close_after: 200,
+            encryption_keys_file: None,
         }
     }
 }

@@ -66,6 +66,10 @@ struct Cli {
     /// Open connections per client address (0: no limit).
     #[arg(long, env = "SWITCHBOARD_CONNECTIONS_PER_IP_MAX", value_name = "N")]
     connections_per_ip_max: Option<usize>,
+    /// A file of at-rest encryption keys (`<id>:<64 hex>` per line, the
+    /// last one current); see also `SWITCHBOARD_ENCRYPTION_KEYS`.
+    #[arg(long, env = "SWITCHBOARD_ENCRYPTION_KEYS_FILE", value_name = "PATH")]
+    encryption_keys_file: Option<std::path::PathBuf>,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "SWITCHBOARD_LOG_JSON")]
     log_json: bool,
@@ -113,6 +117,9 @@ impl Cli {
         }
         if let Some(v) = self.connections_per_ip_max {
             c.connections_per_ip_max = v;
+        }
+        if self.encryption_keys_file.is_some() {
+            c.encryption_keys_file = self.encryption_keys_file;
         }
         Ok(c)
     }

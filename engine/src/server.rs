@@ -44,6 +44,8 @@ pub enum StartError {
     Secret(String),
     #[error("cannot start shard thread: {0}")]
     Spawn(std::io::Error),
+    #[error("invalid encryption keys: {0}")]
+    Keys(storage::Error),
 }
 
 /// A running server.
@@ -64,6 +66,9 @@ pub struct Server {
 fn open_store(config: &Config, shards: u16) -> Result<(Store, ReadPool<StoreEvent>), StartError> {
     let in_flight_max = usize::from(shards) * chat::INBOX_CAPACITY;
     let mut store_config = storage::Config::new(&config.data_dir).durability(config.durability);
+    if let Some(keys) = encryption_keys(config)? {
+        store_config = store_config.encryption(keys);
+    }
     store_config.write_queue_depth = store_config.write_queue_depth.max(in_flight_max);
     let store = Store::open(store_config).map_err(|source| StartError::Store {
         path: config.data_dir.clone(),
@@ -72,6 +77,22 @@ fn open_store(config: &Config, shards: u16) -> Result<(Store, ReadPool<StoreEven
     let reads =
         ReadPool::start(&store, STORAGE_READERS, in_flight_max).map_err(StartError::Spawn)?;
     Ok((store, reads))
+}
+
+/// The environment variable holding encryption keys (if no file is set).
+const ENCRYPTION_KEYS_ENV: &str = "SWITCHBOARD_ENCRYPTION_KEYS";
+
+/// The at-rest encryption keys: from `encryption_keys_file`, else from
+/// `SWITCHBOARD_ENCRYPTION_KEYS`, else none.
+fn encryption_keys(config: &Config) -> Result<Option<storage::EncryptionKeys>, StartError> {
+    let keys = match &config.encryption_keys_file {
+        Some(path) => storage::EncryptionKeys::from_file(path),
+        None if std::env::var_os(ENCRYPTION_KEYS_ENV).is_some() => {
+            storage::EncryptionKeys::from_env(ENCRYPTION_KEYS_ENV)
+        }
+        None => return Ok(None),
+    };
+    keys.map(Some).map_err(StartError::Keys)
 }
 
 /// The sessions' abuse limits from the configuration.
