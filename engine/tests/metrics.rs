@@ -20,7 +20,7 @@ const BOB: u64 = 2;
 const CAROL: u64 = 3;
 
 /// Every metric `/metrics` must list.
-const METRICS: [&str; 9] = [
+const METRICS: [&str; 27] = [
     "process_resident_memory_bytes",
     "process_cpu_seconds_total",
     "process_open_fds",
@@ -30,6 +30,32 @@ const METRICS: [&str; 9] = [
     "switchboard_deliveries_total",
     "switchboard_router_dropped_total",
     "switchboard_slow_consumer_closes_total",
+    "switchboard_handshakes_total",
+    "switchboard_auth_failures_total",
+    "switchboard_handshake_failures_total",
+    "switchboard_messages_in_total",
+    "switchboard_messages_out_total",
+    "switchboard_router_queue_depth",
+    "switchboard_ip_limit_refusals_total",
+    "switchboard_user_limit_closes_total",
+    "switchboard_rate_limited_sends_total",
+    "switchboard_rate_limit_closes_total",
+    "switchboard_errors_total",
+    "switchboard_closes_total",
+    "switchboard_send_ack_seconds",
+    "switchboard_store_commits_total",
+    "switchboard_store_write_requests_total",
+    "switchboard_store_ops_total",
+    "switchboard_store_refused_total",
+    "switchboard_store_commit_seconds_total",
+];
+
+/// The push metrics, listed when a pushd socket is configured.
+const PUSH_METRICS: [&str; 4] = [
+    "switchboard_push_outbox_depth",
+    "switchboard_push_jobs_created_total",
+    "switchboard_push_linked",
+    "switchboard_push_acked_total",
 ];
 
 /// A server with its admin listener on a port of its own.
@@ -71,9 +97,9 @@ fn scrape(admin: SocketAddr) -> BTreeMap<String, String> {
         assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
         assert!(text.contains(&format!("# TYPE {name} ")), "{name}:\n{text}");
         assert!(
-            series
-                .keys()
-                .any(|s| s == name || s.starts_with(&format!("{name}{{"))),
+            series.keys().any(|s| s == name
+                || s.starts_with(&format!("{name}{{"))
+                || s.starts_with(&format!("{name}_bucket{{"))),
             "no {name} series:\n{text}"
         );
     }
@@ -146,6 +172,92 @@ fn metrics_lists_every_metric_and_follows_connections() {
     carol.abort();
     wait_total(admin, "switchboard_connections", |v| v == 0);
     wait_total(admin, "switchboard_sessions", |v| v == 0);
+}
+
+/// The value of one unlabelled series (or the sum of a labelled one).
+fn value(series: &BTreeMap<String, String>, name: &str) -> f64 {
+    series
+        .iter()
+        .filter(|(s, _)| *s == name || s.starts_with(&format!("{name}{{")))
+        .map(|(_, v)| v.parse::<f64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn the_operational_metrics_move_with_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    // A pushd socket nobody listens on: push jobs wait in the outbox.
+    let socket = dir.path().join("pushd.sock");
+    let (server, admin) = start(
+        Options::new()
+            .shards(2)
+            .arg("--push-socket")
+            .arg(&socket)
+            .arg("--push-coalesce")
+            .arg("100ms"),
+    );
+    let before = scrape(admin);
+    let text = http::get(admin, "/metrics").text();
+    for name in PUSH_METRICS {
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name}:\n{text}");
+    }
+    assert_eq!(http::get(admin, "/healthz").status, 200);
+    assert_eq!(http::get(admin, "/readyz").status, 200);
+    let upgrade = "GET /ws?token=nonsense HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+    assert_eq!(http::request(server.addr(), upgrade.as_bytes()).status, 401);
+    let mut bob = Device::online(&server, BOB, 1);
+    let token = "ab".repeat(32);
+    let ok = bob.request(|rid| protocol::ClientMsg::PushRegister {
+        rid,
+        platform: protocol::Platform::Apns,
+        token,
+    });
+    assert!(matches!(ok, ServerMsg::Ok { .. }), "{ok:?}");
+    bob.close();
+    wait_total(admin, "switchboard_sessions", |v| v == 0);
+    let mut alice = Device::online(&server, ALICE, 1);
+    alice.direct_open(BOB);
+    for i in 0..3 {
+        alice.send_text(direct(ALICE, BOB), &format!("m{i}"));
+    }
+    let deadline = Instant::now() + WAIT;
+    let after = loop {
+        let now = scrape(admin);
+        if value(&now, "switchboard_push_outbox_depth") >= 1.0 || Instant::now() > deadline {
+            break now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for name in [
+        "switchboard_handshakes_total",
+        "switchboard_auth_failures_total",
+        "switchboard_messages_in_total",
+        "switchboard_messages_out_total",
+        "switchboard_send_ack_seconds_count",
+        "switchboard_store_commits_total",
+        "switchboard_store_write_requests_total",
+        "switchboard_store_commit_seconds_total",
+        "switchboard_messages_appended_total",
+        "switchboard_push_outbox_depth",
+        "switchboard_push_jobs_created_total",
+    ] {
+        assert!(
+            value(&after, name) > value(&before, name),
+            "{name}: {} → {}",
+            value(&before, name),
+            value(&after, name)
+        );
+    }
+    assert_eq!(value(&after, "switchboard_push_linked"), 0.0, "no pushd");
+    // Three sends, three acks: the histogram counted each.
+    assert_eq!(value(&after, "switchboard_send_ack_seconds_count"), 3.0);
+    assert_eq!(
+        value(&after, "switchboard_send_ack_seconds_bucket{le=\"+Inf\"}"),
+        3.0
+    );
+    drop(server);
 }
 
 #[test]

@@ -531,6 +531,10 @@ impl Handler for ChatHandler {
             // Called no more once it has answered `Err`: counted once.
             if reason.0 == close::SLOW_CONSUMER {
                 ShardStats::bump(&self.shard.chat.stats().slow_consumer_closes);
+            } else {
+                // What was queued before the close (the errors that explain
+                // a policy close, say) goes out before the close frame.
+                out.append(&mut s.out.borrow_mut());
             }
             return Err(reason);
         }

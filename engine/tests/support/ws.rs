@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::WAIT;
 use super::http::connect;
 
+pub const CONTINUATION: u8 = 0x0;
 pub const TEXT: u8 = 0x1;
 pub const BINARY: u8 = 0x2;
 pub const CLOSE: u8 = 0x8;
