@@ -57,8 +57,7 @@ fn metric(text: &str, name: &str, labels: &str) -> u64 {
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter(|l| l.contains(labels))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .map(|v| v as u64)
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<u64>().ok()))
         .sum()
 }
 
@@ -78,8 +77,8 @@ fn good_pair(server: &Server) -> GoodPair {
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(Mutex::new(Vec::new()));
     let (s, r) = (stop.clone(), received.clone());
-    let receiver = std::thread::spawn(move || {
-        while !s.load(Ordering::Acquire) || r.lock().expect("lock").len() < 1 {
+    let bob_thread = std::thread::spawn(move || {
+        while !s.load(Ordering::Acquire) || r.lock().expect("lock").is_empty() {
             match bob.client().recv(Duration::from_millis(200)) {
                 Ok(Some(ServerMsg::Msg(m))) if m.conv == conv => {
                     r.lock().expect("lock").push(m.seq.0);
@@ -114,7 +113,7 @@ fn good_pair(server: &Server) -> GoodPair {
         stop,
         sender,
         received,
-        receiver,
+        receiver: bob_thread,
     }
 }
 
@@ -167,7 +166,7 @@ fn bad_handshakes(server: &Server) {
         "not an upgrade"
     );
     // Slowloris: half a head, then nothing; the handshake timeout is 1 s.
-    let mut slow = connect_from(Ipv4Addr::new(127, 0, 0, 1), addr).expect("connects");
+    let mut slow = connect_from(Ipv4Addr::LOCALHOST, addr).expect("connects");
     slow.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
         .expect("writes");
     let started = Instant::now();
