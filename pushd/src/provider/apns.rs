@@ -105,11 +105,6 @@ pub(crate) fn http_client(base: &str, timeout: Duration) -> anyhow::Result<reqwe
         .map_err(|e| anyhow::anyhow!("cannot build an HTTP client for {base}: {e}"))
 }
 
-/// The first characters of a device token, for logs.
-pub(crate) fn token_prefix(token: &str) -> String {
-    token.chars().take(8).collect()
-}
-
 /// A provider's reason string made safe as a metrics label: at most 64 of
 /// `[A-Za-z0-9_.-]`; `None` if nothing is left.
 pub(crate) fn reason_label(s: &str) -> Option<String> {
@@ -210,7 +205,7 @@ impl Apns {
             Err(e) => transport_outcome(&e),
         };
         if let Outcome::Retry { reason, .. } = &outcome {
-            tracing::debug!(token = %token_prefix(&job.token), %reason, ?endpoint, "apns send failed");
+            tracing::debug!(job = job.id, %reason, ?endpoint, "apns send failed");
         }
         if matches!(outcome, Outcome::AuthRejected { .. }) {
             self.auth.invalidate_if_current(&jwt);

@@ -8,9 +8,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::apns::{
-    Targets, http_client, reason_label, text, title, token_prefix, transport_outcome,
-};
+use super::apns::{Targets, http_client, reason_label, text, title, transport_outcome};
 use super::auth::{AuthError, FcmAuth, form_encode, parse_retry_after, read_capped};
 use super::{Endpoint, Outcome};
 use crate::config::FcmConfig;
@@ -94,7 +92,7 @@ impl Fcm {
             Err(e) => transport_outcome(&e),
         };
         if let Outcome::Retry { reason, .. } = &outcome {
-            tracing::debug!(token = %token_prefix(&job.token), %reason, ?endpoint, "fcm send failed");
+            tracing::debug!(job = job.id, %reason, ?endpoint, "fcm send failed");
         }
         if matches!(outcome, Outcome::AuthRejected { .. }) {
             self.auth.invalidate_if_current(&token);
