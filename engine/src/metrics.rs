@@ -77,6 +77,22 @@ pub(crate) struct ShardStats {
     pub closes: [AtomicU64; CLOSE_CODES.len() + 1],
     /// `send` received → its `ack` queued, on the sender's home shard.
     pub send_ack: Latency,
+    /// Push jobs opened, messages folded into open jobs, jobs or messages
+    /// dropped by a bound, jobs kept in memory only, open jobs dropped for a
+    /// device that came online (see `push::PushStats` for the forwarder's).
+    pub push_created: AtomicU64,
+    pub push_coalesced: AtomicU64,
+    pub push_dropped: AtomicU64,
+    pub push_not_durable: AtomicU64,
+    pub push_cancelled: AtomicU64,
+    /// Outbox records written and removed by this shard.
+    pub push_outbox_written: AtomicU64,
+    pub push_outbox_removed: AtomicU64,
+}
+
+/// Adds `n` to a counter.
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
 }
 
 /// The error codes, in `ErrorCode::code()` order, with their names.
@@ -276,7 +292,7 @@ fn respond(req: &Request<'_>, sources: &Sources, out: &mut Vec<u8>) {
             let mut body = render(&sources.stats);
             render_store(&mut body, sources.store.stats());
             if let Some(push) = &sources.push {
-                render_push(&mut body, &push.stats);
+                render_push(&mut body, &sources.stats, &push.stats);
             }
             http::write_response(out, Status::Ok, &[], CONTENT_TYPE, body.as_bytes());
         }
@@ -518,87 +534,94 @@ fn render_store(text: &mut String, w: &storage::WriterStats) {
     }
 }
 
-/// A push metric: its name, type, help text and where it is kept.
-struct PushMetric {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    field: fn(&PushStats) -> &AtomicU64,
-}
+/// A push metric kept by the shards: name, help, and where.
+type ShardPush = (&'static str, &'static str, fn(&ShardStats) -> &AtomicU64);
 
-const fn counter(
-    name: &'static str,
-    help: &'static str,
-    field: fn(&PushStats) -> &AtomicU64,
-) -> PushMetric {
-    PushMetric {
-        name,
-        kind: "counter",
-        help,
-        field,
-    }
-}
-
-const PUSH: [PushMetric; 10] = [
-    counter(
+const SHARD_PUSH: [ShardPush; 5] = [
+    (
         "switchboard_push_jobs_created_total",
         "Push jobs opened (one per device and conversation window).",
-        |p| &p.created,
+        |s| &s.push_created,
     ),
-    counter(
+    (
         "switchboard_push_coalesced_total",
         "Messages folded into an open push job.",
-        |p| &p.coalesced,
+        |s| &s.push_coalesced,
     ),
-    counter(
+    (
         "switchboard_push_dropped_total",
         "Push jobs or messages dropped by a bound.",
-        |p| &p.dropped,
+        |s| &s.push_dropped,
     ),
-    counter(
+    (
         "switchboard_push_not_durable_total",
         "Push jobs whose outbox write failed (kept in memory only).",
-        |p| &p.not_durable,
+        |s| &s.push_not_durable,
     ),
-    counter(
+    (
         "switchboard_push_cancelled_total",
         "Open push jobs dropped because their device came online.",
-        |p| &p.cancelled,
+        |s| &s.push_cancelled,
     ),
-    counter(
+];
+
+/// A push metric kept by the forwarder: name, type, help, and where.
+type ForwarderPush = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&PushStats) -> &AtomicU64,
+);
+
+const FORWARDER_PUSH: [ForwarderPush; 5] = [
+    (
         "switchboard_push_forwarded_total",
+        "counter",
         "Push jobs sent to pushd.",
         |p| &p.forwarded,
     ),
-    counter(
+    (
         "switchboard_push_acked_total",
+        "counter",
         "Push jobs pushd stored (removed from the outbox).",
         |p| &p.acked,
     ),
-    counter(
+    (
         "switchboard_push_read_elsewhere_total",
+        "counter",
         "Push jobs skipped: the user had read the conversation.",
         |p| &p.read_elsewhere,
     ),
-    counter(
+    (
         "switchboard_push_invalid_tokens_total",
+        "counter",
         "Push tokens removed after the provider rejected them.",
         |p| &p.invalid_tokens,
     ),
-    PushMetric {
-        name: "switchboard_push_linked",
-        kind: "gauge",
-        help: "Whether the forwarder is connected to pushd.",
-        field: |p| &p.linked,
-    },
+    (
+        "switchboard_push_linked",
+        "gauge",
+        "Whether the forwarder is connected to pushd.",
+        |p| &p.linked,
+    ),
 ];
 
-/// The push forwarder's counters (present when pushd is configured).
-fn render_push(text: &mut String, p: &PushStats) {
-    for m in &PUSH {
-        header(text, m.name, m.kind, m.help);
-        let _ = writeln!(text, "{} {}", m.name, (m.field)(p).load(Ordering::Relaxed));
+/// The push counters (present when pushd is configured): the shards',
+/// summed, the forwarder's, and the outbox depth from both.
+fn render_push(text: &mut String, stats: &[ShardStats], p: &PushStats) {
+    let sum = |f: fn(&ShardStats) -> &AtomicU64| -> u64 {
+        stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
+    };
+    for (name, help, field) in SHARD_PUSH {
+        header(text, name, "counter", help);
+        let _ = writeln!(text, "{name} {}", sum(field));
     }
+    for (name, kind, help, field) in FORWARDER_PUSH {
+        header(text, name, kind, help);
+        let _ = writeln!(text, "{name} {}", field(p).load(Ordering::Relaxed));
+    }
+    let added = p.outbox_found.load(Ordering::Relaxed) + sum(|s| &s.push_outbox_written);
+    let removed = p.outbox_removed.load(Ordering::Relaxed) + sum(|s| &s.push_outbox_removed);
     let name = "switchboard_push_outbox_depth";
     header(
         text,
@@ -606,7 +629,7 @@ fn render_push(text: &mut String, p: &PushStats) {
         "gauge",
         "Push jobs in the outbox (not yet stored by pushd).",
     );
-    let _ = writeln!(text, "{name} {}", p.outbox_depth());
+    let _ = writeln!(text, "{name} {}", added.saturating_sub(removed));
 }
 
 /// The process metrics; one left out if `/proc` did not give it.

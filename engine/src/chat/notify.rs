@@ -18,9 +18,10 @@ use storage::{Op, PushToken};
 
 use super::hub::{Hub, Ticket, now_millis};
 use super::jobs::StoreEvent;
+use crate::metrics::add;
 use crate::push::coalesce::{Coalescer, Noted};
 use crate::push::forwarder::to_record;
-use crate::push::{Forward, PushShared, bump};
+use crate::push::{Forward, PushShared};
 use crate::store_io::Slots;
 
 /// Push reads and outbox writes a shard may have in flight.
@@ -85,10 +86,6 @@ impl Notify {
     pub fn next_close(&self) -> Option<Instant> {
         self.coalescer.borrow().next_close()
     }
-
-    fn dropped(&self, n: u64) {
-        bump(&self.shared.stats.dropped, n);
-    }
 }
 
 /// A conversation message reached this home shard for `users`.
@@ -112,7 +109,7 @@ pub(crate) fn on_deliver(hub: &Hub, msg: &Arc<Message>, users: &[UserId], privat
                     if pending.len() < PENDING_PER_USER_MAX {
                         pending.push((msg.clone(), private));
                     } else {
-                        n.dropped(1);
+                        add(&hub.stats().push_dropped, 1);
                     }
                     None
                 }
@@ -157,11 +154,11 @@ fn note(
             .note(now, now_ms, user, *device, token, msg, private);
         match noted {
             Noted::Opened(job) => {
-                bump(&n.shared.stats.created, 1);
+                add(&hub.stats().push_created, 1);
                 n.opened.borrow_mut().push(job);
             }
-            Noted::Coalesced => bump(&n.shared.stats.coalesced, 1),
-            Noted::Dropped => n.dropped(1),
+            Noted::Coalesced => add(&hub.stats().push_coalesced, 1),
+            Noted::Dropped => add(&hub.stats().push_dropped, 1),
         }
     }
 }
@@ -200,12 +197,12 @@ fn write_opened(hub: &Hub, n: &Notify) {
             ok
         };
         if submitted {
-            bump(&n.shared.stats.outbox_written, keys.len() as u64);
+            add(&hub.stats().push_outbox_written, keys.len() as u64);
             n.writing.borrow_mut().insert(batch, keys);
         } else {
             // No room to write: these jobs live in memory only (a crash
             // before they reach pushd loses them).
-            bump(&n.shared.stats.not_durable, keys.len() as u64);
+            add(&hub.stats().push_not_durable, keys.len() as u64);
             for k in keys {
                 job_written(n, k);
             }
@@ -225,7 +222,7 @@ pub(crate) fn written(hub: &Hub, batch: u64, ok: bool) {
             jobs = keys.len(),
             "push outbox write failed; jobs kept in memory only"
         );
-        bump(&n.shared.stats.not_durable, keys.len() as u64);
+        add(&hub.stats().push_not_durable, keys.len() as u64);
     }
     for k in keys {
         job_written(n, k);
@@ -309,7 +306,7 @@ fn load(hub: &Hub, n: &Notify) {
             let mut devices = n.devices.borrow_mut();
             for u in users {
                 if let Some(Devices::Loading(p)) = devices.remove(&u) {
-                    n.dropped(p.len() as u64);
+                    add(&hub.stats().push_dropped, p.len() as u64);
                 }
             }
             return;
@@ -369,14 +366,14 @@ pub(crate) fn on_online(hub: &Hub, user: UserId, device: DeviceId) {
         .online(Instant::now(), user, device);
     let mut cancel = recent;
     if !dropped.is_empty() {
-        bump(&n.shared.stats.cancelled, dropped.len() as u64);
+        add(&hub.stats().push_cancelled, dropped.len() as u64);
         let ops: Vec<Op> = dropped
             .into_iter()
             .map(|id| Op::RemoveOutbox { id })
             .collect();
         let count = ops.len() as u64;
         let removed = n.slots.try_reserve() && {
-            bump(&n.shared.stats.outbox_removed, count);
+            add(&hub.stats().push_outbox_removed, count);
             let ok = hub.write(ops, Ticket::PushRemoved);
             if !ok {
                 n.slots.release();

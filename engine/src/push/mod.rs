@@ -49,19 +49,10 @@ pub struct Gone {
     pub token: String,
 }
 
-/// Push counters, for `/metrics`.
+/// The forwarder's counters, for `/metrics` (the shards' own push counters
+/// are in their `ShardStats`).
 #[derive(Debug, Default)]
 pub struct PushStats {
-    /// Jobs opened (one per device and conversation window).
-    pub created: AtomicU64,
-    /// Messages folded into an open job.
-    pub coalesced: AtomicU64,
-    /// Jobs or messages dropped by a bound (open jobs, device loads).
-    pub dropped: AtomicU64,
-    /// Jobs whose outbox record could not be written (kept in memory only).
-    pub not_durable: AtomicU64,
-    /// Open jobs dropped because their device came online.
-    pub cancelled: AtomicU64,
     /// Jobs sent to pushd (a job offered again counts again).
     pub forwarded: AtomicU64,
     /// Jobs pushd acknowledged as stored.
@@ -72,20 +63,10 @@ pub struct PushStats {
     pub invalid_tokens: AtomicU64,
     /// Whether the forwarder has a link to pushd (0 or 1).
     pub linked: AtomicU64,
-    /// Outbox records found at start, written since, and removed since:
-    /// the outbox depth is `found + written - removed`.
+    /// Outbox records found at start, and removed by the forwarder since
+    /// (the depth adds the shards' writes and removals).
     pub outbox_found: AtomicU64,
-    pub outbox_written: AtomicU64,
     pub outbox_removed: AtomicU64,
-}
-
-impl PushStats {
-    /// Jobs in the outbox now (from the counts above).
-    pub fn outbox_depth(&self) -> u64 {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        (get(&self.outbox_found) + get(&self.outbox_written))
-            .saturating_sub(get(&self.outbox_removed))
-    }
 }
 
 /// What the shards and the forwarder share.
