@@ -33,22 +33,7 @@ rate_limited_close_after = 50
 const GOOD_EVERY: Duration = Duration::from_millis(100);
 
 fn metrics(server: &Server) -> String {
-    assert!(
-        server.wait_for_log("admin listening", WAIT),
-        "{}",
-        server.log()
-    );
-    let log = server.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("admin listening"))
-        .expect("logged");
-    let addr = line
-        .split_once("addr=")
-        .and_then(|(_, r)| r.split_whitespace().next())
-        .expect("an address");
-    let raw = "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n";
-    http::request(addr.parse().expect("an address"), raw.as_bytes()).text()
+    server.admin_metrics()
 }
 
 /// The sum of every series of metric `name` whose labels contain `labels`.

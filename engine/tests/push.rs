@@ -18,7 +18,7 @@ use protocol::{ClientMsg, ConvId, Platform, ServerMsg};
 use serde_json::Value;
 use support::chat::Device;
 use support::pushd::{Mock, Pushd, config, eventually, metric_in};
-use support::{Options, Server, WAIT, http};
+use support::{Options, Server, WAIT};
 
 /// The coalescing window the tests run with.
 const WINDOW: &str = "1s";
@@ -56,22 +56,7 @@ fn engine_on(socket: &Path, shards: u16, data_dir: Option<&Path>) -> Server {
 }
 
 fn engine_metrics(server: &Server) -> String {
-    assert!(
-        server.wait_for_log("admin listening", WAIT),
-        "{}",
-        server.log()
-    );
-    let log = server.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("admin listening"))
-        .expect("logged");
-    let addr = line
-        .split_once("addr=")
-        .and_then(|(_, r)| r.split_whitespace().next())
-        .expect("addr");
-    let raw = "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n";
-    http::request(addr.parse().expect("an address"), raw.as_bytes()).text()
+    server.admin_metrics()
 }
 
 fn engine_metric(server: &Server, series: &str) -> f64 {

@@ -310,6 +310,24 @@ impl Server {
     }
 
     /// Sends SIGTERM (a graceful shutdown).
+    /// One scrape of `/metrics` from the admin listener (the server must run
+    /// with `--admin-listen`/`admin_listen`, port 0 is fine: the address is
+    /// read from the `admin listening` line).
+    pub fn admin_metrics(&self) -> String {
+        assert!(self.wait_for_log("admin listening", WAIT), "{}", self.log());
+        let log = self.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("admin listening"))
+            .expect("logged");
+        let addr = line
+            .split_once("addr=")
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .expect("an address in the admin line");
+        let raw = "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n";
+        http::request(addr.parse().expect("an address"), raw.as_bytes()).text()
+    }
+
     pub fn sigterm(&self) {
         let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, rustix::process::Signal::TERM)
