@@ -253,6 +253,9 @@ fn a_device_back_before_dispatch_gets_none() {
     register_offline(&r.server, 2, 1, Platform::Apns, &apns_token(7));
     let conv = conv_with(&mut alice, 2);
     alice.send_text(conv, "are you there");
+    eventually("the job opens", WAIT, || {
+        engine_metric(&r.server, "switchboard_push_jobs_created_total") == 1.0
+    });
     // Back inside the window: the open job is dropped.
     let _bob = Device::online(&r.server, 2, 1);
     std::thread::sleep(Duration::from_millis(WINDOW_MS * 2));
