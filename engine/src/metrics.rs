@@ -493,45 +493,76 @@ fn render_latency(
     let _ = writeln!(text, "{name}_count {cumulative}");
 }
 
-/// The storage writer's group commits.
+/// The storage writer's group commits: totals, and histograms of commit
+/// latency and batch size.
 fn render_store(text: &mut String, w: &storage::WriterStats) {
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, String); 5] = [
+    let rows: [(&str, &str, String); 5] = [
         (
             "switchboard_store_commits_total",
-            "counter",
             "Group commits (each one atomic batch and one journal persist).",
             get(&w.batches).to_string(),
         ),
         (
             "switchboard_store_write_requests_total",
-            "counter",
-            "Write requests committed; per commit, the batch size.",
+            "Write requests committed.",
             get(&w.requests).to_string(),
         ),
         (
             "switchboard_store_ops_total",
-            "counter",
             "Store operations committed.",
             get(&w.ops).to_string(),
         ),
         (
             "switchboard_store_refused_total",
-            "counter",
             "Write requests refused (invalid, or the store poisoned).",
             get(&w.refused).to_string(),
         ),
         (
             "switchboard_store_commit_seconds_total",
-            "counter",
-            "Time spent in group commits, persist included; divided by commits, the mean commit latency.",
+            "Time spent in group commits, persist included.",
             format!("{:.6}", get(&w.commit_nanos) as f64 / 1e9),
         ),
     ];
-    for (name, kind, help, v) in rows {
-        header(text, name, kind, help);
+    for (name, help, v) in rows {
+        header(text, name, "counter", help);
         let _ = writeln!(text, "{name} {v}");
     }
+    let seconds: Vec<String> = storage::COMMIT_BOUNDS_US
+        .iter()
+        .map(|us| format!("{}", *us as f64 / 1e6))
+        .collect();
+    let sum = format!("{:.6}", get(&w.commit_nanos) as f64 / 1e9);
+    let name = "switchboard_store_commit_latency_seconds";
+    header(
+        text,
+        name,
+        "histogram",
+        "Group commit latency (one atomic batch and one persist).",
+    );
+    buckets(text, name, &seconds, &w.commit_buckets, &sum);
+    let sizes: Vec<String> = storage::BATCH_BOUNDS.iter().map(u64::to_string).collect();
+    let name = "switchboard_store_batch_requests";
+    header(text, name, "histogram", "Write requests per group commit.");
+    buckets(
+        text,
+        name,
+        &sizes,
+        &w.batch_buckets,
+        &get(&w.requests).to_string(),
+    );
+}
+
+/// A Prometheus histogram from per-bucket counts (`les` without `+Inf`).
+fn buckets(text: &mut String, name: &str, les: &[String], counts: &[AtomicU64], sum: &str) {
+    let mut cumulative = 0;
+    for (i, count) in counts.iter().enumerate() {
+        cumulative += count.load(Ordering::Relaxed);
+        let le = les.get(i).map_or("+Inf", String::as_str);
+        let _ = writeln!(text, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(text, "{name}_sum {sum}");
+    let _ = writeln!(text, "{name}_count {cumulative}");
 }
 
 /// A push metric kept by the shards: name, help, and where.

@@ -20,7 +20,7 @@ const BOB: u64 = 2;
 const CAROL: u64 = 3;
 
 /// Every metric `/metrics` must list.
-const METRICS: [&str; 27] = [
+const METRICS: [&str; 29] = [
     "process_resident_memory_bytes",
     "process_cpu_seconds_total",
     "process_open_fds",
@@ -48,6 +48,25 @@ const METRICS: [&str; 27] = [
     "switchboard_store_ops_total",
     "switchboard_store_refused_total",
     "switchboard_store_commit_seconds_total",
+    "switchboard_store_commit_latency_seconds",
+    "switchboard_store_batch_requests",
+];
+
+/// Metrics that traffic must move (`the_operational_metrics_move_with_traffic`).
+const MOVING: [&str; 13] = [
+    "switchboard_handshakes_total",
+    "switchboard_auth_failures_total",
+    "switchboard_messages_in_total",
+    "switchboard_messages_out_total",
+    "switchboard_send_ack_seconds_count",
+    "switchboard_store_commits_total",
+    "switchboard_store_write_requests_total",
+    "switchboard_store_commit_seconds_total",
+    "switchboard_store_commit_latency_seconds_count",
+    "switchboard_store_batch_requests_count",
+    "switchboard_messages_appended_total",
+    "switchboard_push_outbox_depth",
+    "switchboard_push_jobs_created_total",
 ];
 
 /// The push metrics, listed when a pushd socket is configured.
@@ -231,19 +250,7 @@ fn the_operational_metrics_move_with_traffic() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    for name in [
-        "switchboard_handshakes_total",
-        "switchboard_auth_failures_total",
-        "switchboard_messages_in_total",
-        "switchboard_messages_out_total",
-        "switchboard_send_ack_seconds_count",
-        "switchboard_store_commits_total",
-        "switchboard_store_write_requests_total",
-        "switchboard_store_commit_seconds_total",
-        "switchboard_messages_appended_total",
-        "switchboard_push_outbox_depth",
-        "switchboard_push_jobs_created_total",
-    ] {
+    for name in MOVING {
         assert!(
             value(&after, name) > value(&before, name),
             "{name}: {} → {}",

@@ -51,4 +51,4 @@ pub use error::{Error, Result};
 pub use model::{Conversation, Cursor, Device, Membership, PushJob, PushToken, SendOutcome};
 pub use ops::{ChannelSink, Completion, CompletionSink, Op, WriteRequest};
 pub use store::Store;
-pub use writer::WriterStats;
+pub use writer::{BATCH_BOUNDS, COMMIT_BOUNDS_US, WriterStats};

@@ -41,6 +41,28 @@ pub struct WriterStats {
     pub ops: AtomicU64,
     /// Total time spent in batch commits (including the persist).
     pub commit_nanos: AtomicU64,
+    /// Commits by latency: a count per bucket of [`COMMIT_BOUNDS_US`] (not
+    /// cumulative), the last one past every bound.
+    pub commit_buckets: [AtomicU64; COMMIT_BOUNDS_US.len() + 1],
+    /// Commits by write requests in the batch: a count per bucket of
+    /// [`BATCH_BOUNDS`], the last one past every bound.
+    pub batch_buckets: [AtomicU64; BATCH_BOUNDS.len() + 1],
+}
+
+/// Commit latency bucket bounds, µs.
+pub const COMMIT_BOUNDS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000,
+];
+
+/// Batch size bucket bounds, write requests.
+pub const BATCH_BOUNDS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096];
+
+/// The bucket of `value` among `bounds` (the last one past every bound).
+fn bucket(bounds: &[u64], value: u64) -> usize {
+    bounds
+        .iter()
+        .position(|&b| value <= b)
+        .unwrap_or(bounds.len())
 }
 
 /// A key in one keyspace.
@@ -190,6 +212,10 @@ impl Writer {
         self.stats.ops.fetch_add(ops as u64, Ordering::Relaxed);
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.stats.commit_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.stats.commit_buckets[bucket(&COMMIT_BOUNDS_US, nanos / 1_000)]
+            .fetch_add(1, Ordering::Relaxed);
+        self.stats.batch_buckets[bucket(&BATCH_BOUNDS, batch.len() as u64)]
+            .fetch_add(1, Ordering::Relaxed);
         complete(batch, results);
     }
 
