@@ -165,15 +165,18 @@ async fn read_route(stream: &mut TcpStream, shard: &Shard) -> std::io::Result<Ro
             Ok(_) => {}
             Err(e) => return Ok(Route::Respond(error_response(e))),
         }
+        // Checked only while the request is incomplete: a complete one whose
+        // last read also carried early bytes is still answered. A read adds
+        // at most `HEAD_READ_BYTES`, so the buffer stays bounded.
+        if buf.len() > HANDSHAKE_BYTES_MAX + http::BODY_BYTES_MAX {
+            return Ok(Route::Respond(error_response(RequestError::HeadTooLarge)));
+        }
         let chunk = Vec::with_capacity(HEAD_READ_BYTES);
         let (res, chunk) = stream.read(chunk).await;
         if res? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         buf.extend_from_slice(&chunk);
-        if buf.len() > HANDSHAKE_BYTES_MAX + http::BODY_BYTES_MAX {
-            return Ok(Route::Respond(error_response(RequestError::HeadTooLarge)));
-        }
     }
 }
 
