@@ -474,23 +474,21 @@ fn render_latency(
     field: fn(&ShardStats) -> &Latency,
 ) {
     header(text, name, "histogram", help);
-    let mut cumulative = 0;
-    for i in 0..=LATENCY_BOUNDS_US.len() {
-        cumulative += stats
+    let les: Vec<String> = LATENCY_BOUNDS_US
+        .iter()
+        .map(|us| format!("{}", *us as f64 / 1e6))
+        .collect();
+    let counts = (0..=LATENCY_BOUNDS_US.len()).map(|i| {
+        stats
             .iter()
             .map(|s| field(s).buckets[i].load(Ordering::Relaxed))
-            .sum::<u64>();
-        let le = LATENCY_BOUNDS_US
-            .get(i)
-            .map_or_else(|| "+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
-        let _ = writeln!(text, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-    }
+            .sum::<u64>()
+    });
     let sum_us: u64 = stats
         .iter()
         .map(|s| field(s).sum_us.load(Ordering::Relaxed))
         .sum();
-    let _ = writeln!(text, "{name}_sum {}", sum_us as f64 / 1e6);
-    let _ = writeln!(text, "{name}_count {cumulative}");
+    buckets(text, name, &les, counts, &(sum_us as f64 / 1e6).to_string());
 }
 
 /// The storage writer's group commits: totals, and histograms of commit
@@ -540,7 +538,7 @@ fn render_store(text: &mut String, w: &storage::WriterStats) {
         "histogram",
         "Group commit latency (one atomic batch and one persist).",
     );
-    buckets(text, name, &seconds, &w.commit_buckets, &sum);
+    buckets(text, name, &seconds, w.commit_buckets.iter().map(get), &sum);
     let sizes: Vec<String> = storage::BATCH_BOUNDS.iter().map(u64::to_string).collect();
     let name = "switchboard_store_batch_requests";
     header(text, name, "histogram", "Write requests per group commit.");
@@ -548,16 +546,22 @@ fn render_store(text: &mut String, w: &storage::WriterStats) {
         text,
         name,
         &sizes,
-        &w.batch_buckets,
+        w.batch_buckets.iter().map(get),
         &get(&w.requests).to_string(),
     );
 }
 
 /// A Prometheus histogram from per-bucket counts (`les` without `+Inf`).
-fn buckets(text: &mut String, name: &str, les: &[String], counts: &[AtomicU64], sum: &str) {
+fn buckets(
+    text: &mut String,
+    name: &str,
+    les: &[String],
+    counts: impl IntoIterator<Item = u64>,
+    sum: &str,
+) {
     let mut cumulative = 0;
-    for (i, count) in counts.iter().enumerate() {
-        cumulative += count.load(Ordering::Relaxed);
+    for (i, count) in counts.into_iter().enumerate() {
+        cumulative += count;
         let le = les.get(i).map_or("+Inf", String::as_str);
         let _ = writeln!(text, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
     }

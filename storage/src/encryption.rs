@@ -216,7 +216,7 @@ fn hex_digit(c: u8) -> Option<u8> {
     }
 }
 
-/// Refuses a duplicate id or an all-zero (placeholder) key.
+/// Refuses a duplicate id or an all-zero key (a key file never filled in).
 fn check_key(ring: &[(u32, XChaCha20Poly1305)], id: u32, key: &[u8; 32]) -> Result<(), String> {
     if ring.iter().any(|(have, _)| *have == id) {
         return Err(format!("key id {id} appears twice"));
