@@ -21,9 +21,19 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 const SLACK: Duration = Duration::from_millis(200);
 
 fn server() -> Server {
-    Options::new()
-        .config("heartbeat_interval = \"1s\"\nidle_timeout = \"3s\"\n")
-        .start()
+    let server = Options::new()
+        .config(
+            "heartbeat_interval = \"1s\"\nidle_timeout = \"3s\"\nadmin_listen = \"127.0.0.1:0\"\n",
+        )
+        .start();
+    // The admin listener opens its socket after the `listening` line: wait
+    // for it, so socket counts taken now stay the baseline.
+    assert!(
+        server.wait_for_log("admin listening", WAIT),
+        "{}",
+        server.log()
+    );
+    server
 }
 
 #[test]

@@ -23,10 +23,18 @@ const LATEST_ANSWER: Duration = Duration::from_secs(3);
 
 fn server() -> Server {
     // One shard, so the slow connections and the quick one share a thread.
-    Options::new()
+    let server = Options::new()
         .shards(1)
-        .config("handshake_timeout = \"1s\"\n")
-        .start()
+        .config("handshake_timeout = \"1s\"\nadmin_listen = \"127.0.0.1:0\"\n")
+        .start();
+    // The admin socket opens after the `listening` line; socket counts
+    // taken after this include it.
+    assert!(
+        server.wait_for_log("admin listening", WAIT),
+        "{}",
+        server.log()
+    );
+    server
 }
 
 /// Reads the answer on a slow connection: a 408 that arrived between the
