@@ -24,6 +24,9 @@ pub struct Config {
     /// Development mode: the token endpoint, the echo endpoint, and a token
     /// secret kept in the data directory if none is given. Default off.
     pub dev: bool,
+    /// Serve the browser client (the files under `web/`, built into the
+    /// binary) at `/` on the public port. Default on.
+    pub web: bool,
     /// The HMAC secret for auth tokens (at least 32 bytes). Required unless
     /// `dev`. Prefer the environment or a file over a flag: flags show in `ps`.
     pub token_secret: Option<String>,
@@ -110,6 +113,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             durability: Durability::Fsync,
             dev: false,
+            web: true,
             token_secret: None,
             handshake_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(30),
@@ -315,5 +319,12 @@ mod tests {
         assert_eq!(c.admin_listen.map(|a| a.port()), Some(9100));
         let c: Config = toml::from_str("dev_drop_delivery_every = 5").unwrap();
         assert_eq!(c.dev_drop_delivery_every, Some(5));
+    }
+
+    #[test]
+    fn web_is_on_unless_turned_off() {
+        assert!(Config::default().web);
+        let c: Config = toml::from_str("web = false").unwrap();
+        assert!(!c.web);
     }
 }

@@ -25,6 +25,8 @@ const HEAD_READ_BYTES: usize = 4096;
 enum Route {
     /// Write these bytes and close.
     Respond(Vec<u8>),
+    /// Write this head, then an embedded file's bytes (no copy), and close.
+    File { head: Vec<u8>, body: &'static [u8] },
     /// Upgrade to the dev echo endpoint; `response` is the 101.
     Echo {
         response: Vec<u8>,
@@ -87,9 +89,8 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, shard: Rc<Sha
         }
     };
     match route {
-        Route::Respond(out) => {
-            let _ = Box::pin(stream.write_all(out)).await;
-        }
+        Route::Respond(out) => Box::pin(write_plain(&mut stream, out, &[])).await,
+        Route::File { head, body } => Box::pin(write_plain(&mut stream, head, body)).await,
         Route::Echo { response, leftover } => {
             let (res, _) = Box::pin(stream.write_all(response)).await;
             if res.is_ok() {
@@ -107,6 +108,15 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, shard: Rc<Sha
                 Box::pin(start_chat(shard, stream, leftover, guard, claims, encoding)).await;
             }
         }
+    }
+}
+
+/// Writes a plain response: `head` (or the whole response), then `body`, if any. The
+/// connection closes when the caller drops it; a failed write just closes it sooner.
+async fn write_plain(stream: &mut TcpStream, head: Vec<u8>, body: &'static [u8]) {
+    let (res, _) = stream.write_all(head).await;
+    if res.is_ok() && !body.is_empty() {
+        let _ = stream.write_all(body).await;
     }
 }
 
@@ -231,9 +241,32 @@ fn route(req: &Request<'_>, buf: &[u8], shard: &Shard) -> Route {
                 Route::Respond(error_response(e))
             }
         },
-        (_, "/healthz" | "/readyz" | "/ws") => respond(Status::MethodNotAllowed, "use GET\n"),
-        _ => respond(Status::NotFound, "not found\n"),
+        ("GET", "/v1/info") => info(dev),
+        (_, "/healthz" | "/readyz" | "/ws" | "/v1/info") => {
+            let mut out = Vec::new();
+            http::write_method_not_allowed(&mut out, "GET");
+            Route::Respond(out)
+        }
+        (_, path) => match crate::web::find(path).filter(|_| shard.config.web) {
+            Some(file) => {
+                let (head, body) = crate::web::respond(req, file);
+                Route::File { head, body }
+            }
+            None => respond(Status::NotFound, "not found\n"),
+        },
     }
+}
+
+/// `GET /v1/info`: what a client needs before it connects (the web client picks dev
+/// sign-in or a pasted token by `dev`).
+fn info(dev: bool) -> Route {
+    let body = format!(
+        r#"{{"server":"switchboard","protocol":{},"dev":{dev}}}"#,
+        protocol::VERSION
+    );
+    let mut out = Vec::new();
+    http::write_json(&mut out, Status::Ok, body.as_bytes());
+    Route::Respond(out)
 }
 
 /// Validates a chat upgrade: the WebSocket handshake, the `encoding`

@@ -5,9 +5,10 @@
 //!   monoio (`io_uring`) runtime per shard (`shard.rs`, `accept.rs`).
 //! - `conn.rs`: a connection's HTTP phase, bounded in size and time:
 //!   `/healthz`, `/readyz`, the chat upgrade `/ws` (token check, then the
-//!   session here or a handoff to the user's home shard), and in `--dev`
-//!   mode the token endpoint (`dev.rs`) and the echo WebSocket for the
-//!   conformance suite.
+//!   session here or a handoff to the user's home shard), `/v1/info`, the
+//!   browser client (`web.rs`: the files under `web/`, embedded by
+//!   `build.rs`), and in `--dev` mode the token endpoint (`dev.rs`) and the
+//!   echo WebSocket for the conformance suite.
 //! - `chat/`: sessions, the per-shard hub that routes between shards, and
 //!   the loop that drives conversation owners and catch-ups.
 //! - `websocket.rs`: an upgraded connection's loop: readiness waits with no
@@ -57,6 +58,7 @@ mod shard;
 #[cfg(test)]
 mod sim_rng;
 mod sys;
+mod web;
 mod websocket;
 
 pub use error::{Error, Result};

@@ -34,6 +34,9 @@ struct Cli {
     /// Development mode: token and echo endpoints, a local token secret.
     #[arg(long, env = "SWITCHBOARD_DEV")]
     dev: bool,
+    /// Do not serve the browser client at `/` (it is served by default).
+    #[arg(long, env = "SWITCHBOARD_NO_WEB")]
+    no_web: bool,
     /// The HMAC token secret (at least 32 bytes); prefer the environment.
     #[arg(long, env = "SWITCHBOARD_TOKEN_SECRET", hide_env_values = true)]
     token_secret: Option<String>,
@@ -94,6 +97,9 @@ impl Cli {
             c.durability = v;
         }
         c.dev |= self.dev;
+        if self.no_web {
+            c.web = false;
+        }
         if self.token_secret.is_some() {
             c.token_secret = self.token_secret;
         }

@@ -1,7 +1,7 @@
 //! The chat endpoint (`/ws`) against docs/PROTOCOL.md: send, ack and
 //! delivery; catch-up by `sync`; several devices per user; resends; who may
 //! send and fetch; history pages; cursors, receipts and typing; both
-//! encodings; refused upgrades. Each test runs with one shard and with two
+//! encodings; refused upgrades; `conv_get` of a direct conversation. Each test runs with one shard and with two
 //! (`one_shard::…`, `two_shards::…`), where a connection may be handed to
 //! its user's home shard.
 #![allow(
@@ -41,6 +41,7 @@ with_one_and_two_shards!(
     recv_moves_the_cursor_and_receipts_and_typing_reach_the_sender,
     binary_and_json_clients_talk,
     bad_tokens_are_refused_with_401,
+    conv_get_answers_both_sides_like_direct_open,
 );
 
 fn start(shards: u16) -> Server {
@@ -544,4 +545,42 @@ fn bad_tokens_are_refused_with_401(shards: u16) {
     let mut alice = Device::welcome(Client::connect_with(addr, &both).unwrap(), ALICE, 1);
     alice.sync();
     alice.close();
+}
+
+fn conv_get_answers_both_sides_like_direct_open(shards: u16) {
+    let server = start(shards);
+    let mut alice = Device::online(&server, ALICE, 1);
+    let mut bob = Device::online(&server, BOB, 1);
+    let conv = direct(ALICE, BOB);
+    // Before the first open it does not exist.
+    assert_eq!(
+        alice.conv_get(conv).unwrap_err().0,
+        ErrorCode::NotFound,
+        "before direct_open"
+    );
+    let opened = alice.direct_open(BOB);
+    assert_eq!(alice.conv_get(conv).unwrap(), opened);
+    assert_eq!(bob.conv_get(conv).unwrap(), opened);
+
+    alice.send_text(conv, "hi");
+    bob.expect_msg();
+    // Both sides, and a device that knows nothing yet, see what a new
+    // `direct_open` answers: the peer, no title, last_seq 1.
+    let reopened = bob.direct_open(ALICE);
+    assert_eq!(reopened.last_seq, Seq(1));
+    assert_eq!(
+        (reopened.kind, reopened.title.as_str()),
+        (ConvKind::Direct, "")
+    );
+    let mut bob2 = Device::connect(&server, BOB, 2);
+    for d in [&mut alice, &mut bob, &mut bob2] {
+        assert_eq!(d.conv_get(conv).unwrap(), reopened, "{d}");
+    }
+
+    let mut carol = Device::online(&server, CAROL, 1);
+    assert_eq!(
+        carol.conv_get(conv).unwrap_err().0,
+        ErrorCode::Forbidden,
+        "a third user"
+    );
 }

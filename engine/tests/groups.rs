@@ -4,7 +4,7 @@
 //! see the group from the event that added them on; removing members, who
 //! get the removal and nothing after it; the last admin leaving; roles; the
 //! size, per-user and per-operation limits; catching up on a group after
-//! being offline. Each test runs with one shard and with two
+//! being offline; looking a group up with `conv_get`. Each test runs with one shard and with two
 //! (`one_shard::…`, `two_shards::…`).
 //!
 //! Where the rules leave an order open (the members of a `conv` reply, the
@@ -30,6 +30,7 @@ const ALICE: u64 = 1;
 const BOB: u64 = 2;
 const CAROL: u64 = 3;
 const DAVE: u64 = 4;
+const EVE: u64 = 5;
 
 /// Sends one device keeps unacknowledged in the bulk tests.
 const WINDOW: usize = 16;
@@ -47,11 +48,13 @@ with_one_and_two_shards!(
     only_admins_change_a_group_and_only_members_use_it,
     added_members_see_the_group_from_their_added_event_on,
     removed_members_get_the_removal_then_nothing,
+    a_member_added_again_gets_nothing_from_its_time_out,
     last_admin_leaving_promotes_the_oldest_member,
     set_role_promotes_and_demotes,
     size_and_per_user_limits_hold,
     offline_member_catches_up_on_the_group,
     visible_history_lets_new_members_see_earlier_messages,
+    conv_get_answers_members_with_the_group_as_it_is,
 );
 
 fn start(shards: u16) -> Server {
@@ -552,6 +555,47 @@ fn removed_members_get_the_removal_then_nothing(shards: u16) {
     expect_quiet(&mut [&mut alice, &mut bob]);
 }
 
+/// Carol is removed, a message is sent, and she is added again while her
+/// device stays connected. The gap in her live stream (seq 3) is filled by the
+/// server from the store: it must skip what she may not see.
+fn a_member_added_again_gets_nothing_from_its_time_out(shards: u16) {
+    let server = start(shards);
+    let mut alice = Device::online(&server, ALICE, 1);
+    let mut bob = Device::online(&server, BOB, 1);
+    let mut carol = Device::online(&server, CAROL, 1);
+    let info = alice.group_create("Revolving", &[BOB, CAROL]).unwrap();
+    let conv = info.conv;
+    expect_created(&mut [&mut bob, &mut carol], &info, (ALICE, 1));
+    alice.group_remove(conv, &[CAROL]).unwrap();
+    let removed = GroupEvent::Removed {
+        users: users(&[CAROL]),
+    };
+    expect_event(&mut carol, conv, 2, (ALICE, 1), &removed);
+    bob.expect_msg();
+
+    let out = alice.send_text(conv, "while carol is out");
+    assert_eq!(
+        bob.expect_msg(),
+        message(&out, ALICE, 1, "while carol is out")
+    );
+    alice.group_add(conv, &[CAROL]).unwrap();
+    let added = GroupEvent::Added {
+        users: users(&[CAROL]),
+    };
+    expect_event(&mut carol, conv, 4, (ALICE, 1), &added);
+    bob.expect_msg();
+    let back = alice.send_text(conv, "welcome back");
+    assert_eq!(carol.expect_msg(), message(&back, ALICE, 1, "welcome back"));
+    carol.expect_quiet();
+
+    // History and a new device's catch-up agree.
+    let (page, more) = carol.fetch(conv, Page::Latest, 10);
+    assert_eq!((seqs(&page), more), (vec![4, 5], false));
+    let mut second = Device::connect(&server, CAROL, 2);
+    let synced = second.sync();
+    assert_eq!(seqs(&synced.in_conv(conv)), [4, 5]);
+}
+
 fn last_admin_leaving_promotes_the_oldest_member(shards: u16) {
     let server = start(shards);
     let mut alice = Device::online(&server, ALICE, 1);
@@ -919,5 +963,77 @@ fn visible_history_lets_new_members_see_earlier_messages(shards: u16) {
         ),
         "{:?}",
         history[2]
+    );
+}
+
+fn conv_get_answers_members_with_the_group_as_it_is(shards: u16) {
+    let server = start(shards);
+    let mut alice = Device::online(&server, ALICE, 1);
+    let mut bob = Device::online(&server, BOB, 1);
+    let mut carol = Device::online(&server, CAROL, 1);
+    let info = alice.group_create("Crag", &[BOB, CAROL]).unwrap();
+    let conv = info.conv;
+    assert_eq!(
+        alice.conv_get(conv).unwrap(),
+        info,
+        "right after the create"
+    );
+
+    alice.group_rename(conv, "Crag 🧗").unwrap();
+    let added = alice.group_add(conv, &[DAVE]).unwrap();
+    let ack = bob.send_text(conv, "welcome dave");
+    assert_eq!((added.last_seq, ack.seq), (Seq(3), Seq(4)));
+    let want = [
+        (ALICE, Role::Admin, 1),
+        (BOB, Role::Member, 1),
+        (CAROL, Role::Member, 1),
+        (DAVE, Role::Member, 3),
+    ];
+    assert_eq!(members(&added), want);
+    // Every member, the new one on a device that has never synced included,
+    // gets the group as it is now, members by ascending user id.
+    let mut dave = Device::connect(&server, DAVE, 7);
+    for d in [&mut alice, &mut bob, &mut carol, &mut dave] {
+        let got = d.conv_get(conv).unwrap();
+        assert_eq!(
+            (got.conv, got.kind, got.title.as_str(), got.last_seq),
+            (conv, ConvKind::Group, "Crag 🧗", Seq(4)),
+            "{d}"
+        );
+        let listed: Vec<_> = got
+            .members
+            .iter()
+            .map(|m| (m.user.0, m.role, m.joined.0))
+            .collect();
+        assert_eq!(listed, want, "{d}");
+    }
+
+    // A user who never was a member, and ids that name nothing.
+    let mut eve = Device::online(&server, EVE, 1);
+    let refusal = eve.conv_get(conv).unwrap_err();
+    assert_eq!(
+        refusal,
+        (
+            ErrorCode::Forbidden,
+            "not a member of this conversation".into()
+        )
+    );
+    for unknown in [UNKNOWN, ConvId::direct(UserId(EVE), UserId(ALICE))] {
+        let refusal = eve.conv_get(unknown).unwrap_err();
+        assert_eq!(
+            refusal,
+            (ErrorCode::NotFound, "no such conversation".into()),
+            "{unknown}"
+        );
+    }
+
+    // Removed: no longer told anything about the group.
+    alice.group_remove(conv, &[CAROL]).unwrap();
+    assert_refused(carol.conv_get(conv), ErrorCode::Forbidden, "removed member");
+    let got = bob.conv_get(conv).unwrap();
+    assert_eq!(got.last_seq, Seq(5));
+    assert!(
+        got.members.iter().all(|m| m.user != UserId(CAROL)),
+        "{got:?}"
     );
 }

@@ -115,6 +115,12 @@ pub enum ClientMsg {
         conv: ConvId,
         private: bool,
     },
+    /// A conversation's metadata and members, for a client that knows only
+    /// its id (from `synced`). Answered by `conv`.
+    ConvGet {
+        rid: RequestId,
+        conv: ConvId,
+    },
 }
 
 /// Where a history page starts.
@@ -238,6 +244,7 @@ impl ClientMsg {
             | ClientMsg::GroupSetRole { .. }
             | ClientMsg::GroupSetHistory { .. }
             | ClientMsg::ConvSetPrivate { .. }
+            | ClientMsg::ConvGet { .. }
             | ClientMsg::PushUnregister { .. } => Ok(()),
         }
     }
@@ -256,6 +263,7 @@ impl ClientMsg {
             | ClientMsg::GroupSetRole { rid, .. }
             | ClientMsg::GroupSetHistory { rid, .. }
             | ClientMsg::ConvSetPrivate { rid, .. }
+            | ClientMsg::ConvGet { rid, .. }
             | ClientMsg::PushRegister { rid, .. }
             | ClientMsg::PushUnregister { rid }
             | ClientMsg::PresenceSubscribe { rid, .. } => Some(*rid),

@@ -56,7 +56,7 @@ pub enum ServerMsg {
         rid: RequestId,
         convs: Vec<ConvSummary>,
     },
-    /// Reply to `direct_open` and the group operations.
+    /// Reply to `direct_open`, `conv_get` and the group operations.
     Conv { rid: RequestId, conv: ConvInfo },
     /// Success of a request that returns nothing else.
     Ok { rid: RequestId },

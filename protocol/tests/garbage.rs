@@ -117,6 +117,7 @@ fn client_samples() -> Vec<ClientMsg> {
             rid,
             users: vec![UserId(1), UserId(2)],
         },
+        ClientMsg::ConvGet { rid, conv },
     ]
 }
 

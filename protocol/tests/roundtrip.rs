@@ -230,6 +230,9 @@ fn client_msg() -> BoxedStrategy<ClientMsg> {
         (rid(), list(user(), 0, PRESENCE_SUBSCRIPTIONS_MAX))
             .prop_map(|(rid, users)| ClientMsg::PresenceSubscribe { rid, users })
             .boxed(),
+        (rid(), conv())
+            .prop_map(|(rid, conv)| ClientMsg::ConvGet { rid, conv })
+            .boxed(),
     ]
     .boxed()
 }

@@ -4,10 +4,10 @@
 use std::collections::{HashMap, HashSet};
 
 use protocol::{
-    ClientMsgId, ConvId, ConvKind, DeviceId, ErrorCode, Message, Page, RequestId, Seq, ServerMsg,
-    UserId,
+    ClientMsgId, ConvId, ConvInfo, ConvKind, DeviceId, ErrorCode, Member, Message, Page, RequestId,
+    Seq, ServerMsg, UserId,
 };
-use storage::{Completion, SendOutcome, Store};
+use storage::{Completion, Membership, SendOutcome, Store};
 
 use super::cursors::USER_ROW;
 use super::hub::error;
@@ -125,6 +125,23 @@ pub(crate) fn conv_starts(
     Ok(starts)
 }
 
+/// One page of a catch-up (or of a gap in live delivery) for `user`: the
+/// messages after `after` that the user may see. None once it is no member;
+/// a member who left and was added again gets nothing from its time out.
+pub(crate) fn catchup_page(
+    store: &Store,
+    user: UserId,
+    conv: ConvId,
+    after: Seq,
+    limit: usize,
+) -> storage::Result<Vec<Message>> {
+    let Some(member) = store.member(conv, user)? else {
+        return Ok(Vec::new());
+    };
+    let floor = visible_after(store, conv, member.joined)?;
+    store.messages_after(conv, after.max(floor), limit)
+}
+
 /// The last seq a member who joined `conv` at `joined` may not see: a member
 /// sees the event that added it and everything after (PROTOCOL.md), or
 /// everything in a group whose history is visible; a direct conversation's
@@ -168,6 +185,25 @@ pub(crate) fn fetch(
 
 type Refusal = (ErrorCode, &'static str);
 
+/// `user`'s membership of `conv`, or why a member's request is refused:
+/// `not_found` if `conv` does not exist, `forbidden` if `user` is not in it.
+fn membership(
+    store: &Store,
+    user: UserId,
+    conv: ConvId,
+) -> storage::Result<Result<Membership, Refusal>> {
+    if let Some(member) = store.member(conv, user)? {
+        return Ok(Ok(member));
+    }
+    if store.conv(conv)?.is_none() {
+        return Ok(Err((ErrorCode::NotFound, "no such conversation")));
+    }
+    Ok(Err((
+        ErrorCode::Forbidden,
+        "not a member of this conversation",
+    )))
+}
+
 fn fetch_page(
     store: &Store,
     user: UserId,
@@ -175,14 +211,9 @@ fn fetch_page(
     from: Page,
     limit: usize,
 ) -> storage::Result<Result<(Vec<Message>, bool), Refusal>> {
-    let Some(member) = store.member(conv, user)? else {
-        if store.conv(conv)?.is_none() {
-            return Ok(Err((ErrorCode::NotFound, "no such conversation")));
-        }
-        return Ok(Err((
-            ErrorCode::Forbidden,
-            "not a member of this conversation",
-        )));
+    let member = match membership(store, user, conv)? {
+        Ok(member) => member,
+        Err(refusal) => return Ok(Err(refusal)),
     };
     let floor = visible_after(store, conv, member.joined)?;
     // One more than asked says whether anything lies beyond the page.
@@ -217,6 +248,60 @@ fn fetch_page(
     }
     more |= cut_to_page_bytes(&mut msgs, from);
     Ok(Ok((msgs, more)))
+}
+
+/// One `conv_get`: the membership check of `fetch`, then the conversation
+/// as a `conv` reply has it, members by ascending user id.
+pub(crate) fn conv_get(store: &Store, user: UserId, rid: RequestId, conv: ConvId) -> ServerMsg {
+    match conv_info(store, user, conv) {
+        Ok(Ok(info)) => ServerMsg::Conv { rid, conv: info },
+        Ok(Err((code, text))) => error(Some(rid), None, code, text),
+        Err(e) => {
+            tracing::error!(cause = %e, conv = conv.0, "conversation read failed");
+            error(
+                Some(rid),
+                None,
+                ErrorCode::Internal,
+                "conversation read failed",
+            )
+        }
+    }
+}
+
+fn conv_info(
+    store: &Store,
+    user: UserId,
+    conv: ConvId,
+) -> storage::Result<Result<ConvInfo, Refusal>> {
+    // The reads are not one snapshot, and a group change commits its
+    // metadata, members and events in one write. Reading `last_seq` first
+    // makes the rest at least as new as it: a client that applies the
+    // events after `last_seq` to this state may see a change twice (each is
+    // idempotent on a membership list), never miss one.
+    let last_seq = store.last_seq(conv)?;
+    if let Err(refusal) = membership(store, user, conv)? {
+        return Ok(Err(refusal));
+    }
+    let Some(meta) = store.conv(conv)? else {
+        return Ok(Err((ErrorCode::NotFound, "no such conversation")));
+    };
+    let mut members: Vec<Member> = store
+        .members(conv)?
+        .into_iter()
+        .map(|(user, m)| Member {
+            user,
+            role: m.role,
+            joined: m.joined,
+        })
+        .collect();
+    members.sort_unstable_by_key(|m| m.user);
+    Ok(Ok(ConvInfo {
+        conv,
+        kind: meta.kind,
+        title: meta.title,
+        members,
+        last_seq,
+    }))
 }
 
 /// Drops messages past `HISTORY_PAGE_BYTES_MAX` of JSON from the end the

@@ -305,11 +305,12 @@ impl Session {
                 }
             }
             catchup::Action::ReadAfter { conv, after, limit } => {
+                let user = self.user;
                 let ok = hub.session_read(move |s| StoreEvent::Page {
                     conn,
                     generation,
                     conv,
-                    msgs: s.messages_after(conv, after, limit),
+                    msgs: jobs::catchup_page(s, user, conv, after, limit),
                 });
                 if !ok {
                     self.close_with(close::TRY_AGAIN_LATER, "server busy");
@@ -575,11 +576,12 @@ fn on_client(hub: &Hub, s: &Rc<Session>, msg: ClientMsg) {
             conv,
             from,
             limit,
-        } => {
-            let (conn, user) = (s.id, s.user);
-            read_for(hub, s, rid, move |st| StoreEvent::Reply {
-                conn,
-                msg: jobs::fetch(st, user, rid, conv, from, limit),
+        } => reply_read(hub, s, rid, move |st, user| {
+            jobs::fetch(st, user, rid, conv, from, limit)
+        }),
+        ClientMsg::ConvGet { rid, conv } => {
+            reply_read(hub, s, rid, move |st, user| {
+                jobs::conv_get(st, user, rid, conv)
             });
         }
         ClientMsg::Sync { rid, since } => start_sync(hub, s, rid, since),
@@ -740,6 +742,21 @@ fn read_for(
             "server busy; retry",
         ));
     }
+}
+
+/// Answers request `rid` with the reply `job` reads from the store for the
+/// session's user (`fetch`, `conv_get`).
+fn reply_read(
+    hub: &Hub,
+    s: &Session,
+    rid: protocol::RequestId,
+    job: impl FnOnce(&storage::Store, UserId) -> ServerMsg + Send + 'static,
+) {
+    let (conn, user) = (s.id, s.user);
+    read_for(hub, s, rid, move |st| StoreEvent::Reply {
+        conn,
+        msg: job(st, user),
+    });
 }
 
 fn signal(hub: &Hub, s: &Session, conv: protocol::ConvId, signal: Signal) {

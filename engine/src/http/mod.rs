@@ -19,7 +19,10 @@ mod test;
 
 pub use error::RequestError;
 pub use request::Request;
-pub use response::{Status, write_json, write_response, write_text};
+pub use response::{
+    Status, write_head, write_json, write_method_not_allowed, write_not_modified, write_response,
+    write_text,
+};
 pub use upgrade::{AcceptKey, Handshake, offered_protocols, write_switching_protocols};
 
 /// Header lines in one request head (`protocol::limits::HTTP_HEADERS_MAX`).

@@ -7,6 +7,7 @@ use std::io::Write;
 pub enum Status {
     SwitchingProtocols,
     Ok,
+    NotModified,
     BadRequest,
     Unauthorized,
     NotFound,
@@ -26,6 +27,7 @@ impl Status {
         match self {
             Status::SwitchingProtocols => 101,
             Status::Ok => 200,
+            Status::NotModified => 304,
             Status::BadRequest => 400,
             Status::Unauthorized => 401,
             Status::NotFound => 404,
@@ -46,6 +48,7 @@ impl Status {
         match self {
             Status::SwitchingProtocols => "Switching Protocols",
             Status::Ok => "OK",
+            Status::NotModified => "Not Modified",
             Status::BadRequest => "Bad Request",
             Status::Unauthorized => "Unauthorized",
             Status::NotFound => "Not Found",
@@ -74,23 +77,62 @@ pub fn write_response(
     content_type: &str,
     body: &[u8],
 ) {
+    write_head(out, status, headers, content_type, body.len());
+    out.extend_from_slice(body);
+}
+
+/// Appends the head [`write_response`] writes for a body of `content_length` bytes, without
+/// the body: the answer to a `HEAD` request, or the head of a body the caller writes itself.
+pub fn write_head(
+    out: &mut Vec<u8>,
+    status: Status,
+    headers: &[(&str, &str)],
+    content_type: &str,
+    content_length: usize,
+) {
     assert!(
         status != Status::SwitchingProtocols,
         "use write_switching_protocols"
     );
+    assert!(status != Status::NotModified, "use write_not_modified");
     write_status_line(out, status);
     write_header(out, "Content-Type", content_type);
-    write!(out, "Content-Length: {}\r\n", body.len()).expect("writing to a Vec cannot fail");
+    write!(out, "Content-Length: {content_length}\r\n").expect("writing to a Vec cannot fail");
+    write_fields(out, headers);
+}
+
+/// Appends a `304 Not Modified` with `headers` (the validator and caching fields a 200 would
+/// carry). It has no content, so no `Content-Length` either: the length of the 200 would be
+/// allowed (RFC 9110 §8.6) but says nothing a client needs.
+pub fn write_not_modified(out: &mut Vec<u8>, headers: &[(&str, &str)]) {
+    write_status_line(out, Status::NotModified);
+    write_fields(out, headers);
+}
+
+/// The extra fields, `Connection: close` and the empty line that ends a head.
+fn write_fields(out: &mut Vec<u8>, headers: &[(&str, &str)]) {
     for (name, value) in headers {
         write_header(out, name, value);
     }
     out.extend_from_slice(b"Connection: close\r\n\r\n");
-    out.extend_from_slice(body);
 }
 
 /// Appends a response with a JSON body.
 pub fn write_json(out: &mut Vec<u8>, status: Status, json: &[u8]) {
     write_response(out, status, &[], "application/json", json);
+}
+
+/// Appends a `405 Method Not Allowed` with the `Allow` field RFC 9110 §15.5.6 asks for:
+/// `allow` lists the methods the resource answers, e.g. `GET, HEAD`.
+pub fn write_method_not_allowed(out: &mut Vec<u8>, allow: &str) {
+    let text = format!("use {allow}\n");
+    write_response(
+        out,
+        Status::MethodNotAllowed,
+        &[("Allow", allow)],
+        "text/plain; charset=utf-8",
+        text.as_bytes(),
+    );
 }
 
 /// Appends a response with a plain-text body.
@@ -187,6 +229,47 @@ mod tests {
             assert_eq!(response.reason, Some(status.reason()));
             assert_eq!(&out[len..], b"body");
         }
+    }
+
+    #[test]
+    fn head_has_the_length_of_the_body_it_leaves_out() {
+        let mut head = Vec::new();
+        write_head(&mut head, Status::Ok, &[("ETag", "\"1\"")], "text/css", 5);
+        let mut full = Vec::new();
+        write_response(
+            &mut full,
+            Status::Ok,
+            &[("ETag", "\"1\"")],
+            "text/css",
+            b"a{}\n\n",
+        );
+        assert_eq!(&full[..head.len()], &head[..]);
+        assert_eq!(&full[head.len()..], b"a{}\n\n");
+        assert!(
+            String::from_utf8(head)
+                .unwrap()
+                .ends_with("Content-Length: 5\r\nETag: \"1\"\r\nConnection: close\r\n\r\n")
+        );
+    }
+
+    #[test]
+    fn not_modified_has_no_length_and_no_body() {
+        let mut out = Vec::new();
+        write_not_modified(
+            &mut out,
+            &[("ETag", "\"ab\""), ("Cache-Control", "no-cache")],
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 304 Not Modified\r\nETag: \"ab\"\r\nCache-Control: no-cache\r\n\
+             Connection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "use write_not_modified")]
+    fn not_modified_takes_no_body() {
+        write_text(&mut Vec::new(), Status::NotModified, "body");
     }
 
     #[test]

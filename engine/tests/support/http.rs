@@ -69,6 +69,35 @@ pub fn post(addr: SocketAddr, path: &str, body: &[u8]) -> Response {
     request(addr, &raw)
 }
 
+/// Sends `raw` as is on a new connection and reads until the server closes
+/// it. The body is whatever follows the head, whatever `Content-Length`
+/// says: for answers that have none (to `HEAD`, or a 304).
+pub fn request_to_close(addr: SocketAddr, raw: &[u8]) -> Response {
+    let mut stream = connect(addr);
+    stream.write_all(raw).expect("the server reads the request");
+    let bytes = read_to_close(&mut stream, WAIT);
+    let text = || String::from_utf8_lossy(&bytes).into_owned();
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(head_len)) = response.parse(&bytes) else {
+        panic!("not an HTTP response head: {:?}", text());
+    };
+    Response {
+        status: response.code.expect("a complete head has a status"),
+        headers: response
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect(),
+        body: bytes[head_len..].to_vec(),
+    }
+}
+
 /// Reads until the server closes the connection (within `timeout`) and
 /// parses what arrived. A reset after the response counts as its end: a
 /// server that answers before reading everything resets the connection.

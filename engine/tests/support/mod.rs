@@ -983,9 +983,10 @@ pub mod chat {
     /// failure message when a test did not expect it).
     pub type Refusal = (ErrorCode, String);
 
-    /// Group requests (docs/PROTOCOL.md `group_create` and on). Each returns
-    /// the group as its `conv` reply has it (`()` for `group_leave`, answered
-    /// by `ok`), or the refusal; anything else panics.
+    /// Group requests (docs/PROTOCOL.md `group_create` and on) and
+    /// `conv_get`. Each returns the conversation as its `conv` reply has it
+    /// (`()` for `group_leave`, answered by `ok`), or the refusal; anything
+    /// else panics.
     impl Device {
         /// Sends the group request `make(rid)` and returns its `conv` reply.
         pub fn group_request(
@@ -1045,6 +1046,11 @@ pub mod chat {
                 user,
                 role,
             })
+        }
+
+        /// `conv_get`: the conversation as it is now, or the refusal.
+        pub fn conv_get(&mut self, conv: ConvId) -> Result<ConvInfo, Refusal> {
+            self.group_request(|rid| ClientMsg::ConvGet { rid, conv })
         }
 
         /// `group_leave`, answered by `ok`.
