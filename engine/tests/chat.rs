@@ -374,6 +374,7 @@ fn recv_moves_the_cursor_and_receipts_and_typing_reach_the_sender(shards: u16) {
     let server = start(shards);
     let mut alice = Device::online(&server, ALICE, 1);
     let mut bob = Device::online(&server, BOB, 1);
+    let mut bob_phone = Device::online(&server, BOB, 2);
     let conv = direct(ALICE, BOB);
     alice.direct_open(BOB);
     let sent = bodies("cursor", 10);
@@ -381,6 +382,7 @@ fn recv_moves_the_cursor_and_receipts_and_typing_reach_the_sender(shards: u16) {
     let want = acked(&acks, &sent, ALICE, 1);
     for m in &want {
         assert_eq!(&bob.expect_msg(), m);
+        assert_eq!(&bob_phone.expect_msg(), m);
     }
 
     bob.send(&ClientMsg::Recv { conv, seq: Seq(5) });
@@ -394,15 +396,17 @@ fn recv_moves_the_cursor_and_receipts_and_typing_reach_the_sender(shards: u16) {
         }
     );
     bob.send(&ClientMsg::Read { conv, seq: Seq(4) });
-    assert_eq!(
-        alice.recv(),
-        ServerMsg::Receipt {
-            conv,
-            user: UserId(BOB),
-            kind: ReceiptKind::Read,
-            seq: Seq(4)
-        }
-    );
+    let read = ServerMsg::Receipt {
+        conv,
+        user: UserId(BOB),
+        kind: ReceiptKind::Read,
+        seq: Seq(4),
+    };
+    assert_eq!(alice.recv(), read);
+    // Bob's devices get his read too (the phone's unread count follows), the
+    // reading device included; his `recv` went to the other members only.
+    assert_eq!(bob_phone.recv(), read);
+    assert_eq!(bob.recv(), read);
     for active in [true, false] {
         bob.send(&ClientMsg::Typing { conv, active });
         assert_eq!(
@@ -415,17 +419,18 @@ fn recv_moves_the_cursor_and_receipts_and_typing_reach_the_sender(shards: u16) {
         );
     }
     alice.send(&ClientMsg::Typing { conv, active: true });
-    assert_eq!(
-        bob.recv(),
-        ServerMsg::Typing {
-            conv,
-            user: UserId(ALICE),
-            active: true
-        }
-    );
+    let typing = ServerMsg::Typing {
+        conv,
+        user: UserId(ALICE),
+        active: true,
+    };
+    assert_eq!(bob.recv(), typing);
+    assert_eq!(bob_phone.recv(), typing);
     // recv, read and typing get no reply.
     bob.expect_quiet();
     alice.expect_quiet();
+    bob_phone.expect_quiet();
+    bob_phone.close();
 
     bob.close();
     let mut bob = Device::connect(&server, BOB, 1);

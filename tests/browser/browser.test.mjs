@@ -187,6 +187,11 @@ describe('web client in Chromium', { timeout: 240_000 }, () => {
     assert.equal(await carol.page.locator('#message-list li.msg', { hasText: 'just us' }).count(), 0);
     await a.click('#group-close');
     await alice.shot('desktop-group');
+    // Alice read it all on her desktop: her phone's unread count follows (her own read
+    // receipts), without opening the group there.
+    const phoneRow = alicePhone.conv('Climbing');
+    await phoneRow.locator('.conv-last', { hasText: 'back again' }).waitFor({ timeout: UI_TIMEOUT_MS });
+    await phoneRow.locator('.conv-unread:empty').waitFor({ state: 'attached', timeout: UI_TIMEOUT_MS });
   });
 
   test('the server is killed and restarted while a message is being sent: both sides end with the same history', async () => {

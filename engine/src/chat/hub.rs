@@ -494,7 +494,7 @@ impl Hub {
                 msg,
             } => {
                 let msg = Arc::new(msg);
-                for (shard, users) in self.by_home(&members, Some(except)) {
+                for (shard, users) in self.by_home(&members, except) {
                     let (msg, users) = (msg.clone(), users.into());
                     self.forward(shard, ShardMsg::Relay { users, msg });
                 }

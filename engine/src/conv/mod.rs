@@ -188,10 +188,11 @@ pub enum Action {
         seq: Seq,
     },
     /// Send `msg` to every connected device of every member but `except`
-    /// (the user whose signal it is).
+    /// (the user whose signal it is; `None` for a `read` receipt, which the
+    /// user's own devices take to keep their unread counts in step).
     Relay {
         members: Arc<[UserId]>,
-        except: UserId,
+        except: Option<UserId>,
         msg: ServerMsg,
     },
     /// Tell the signal's sender it was refused: `forbidden` (not a member)
@@ -529,7 +530,7 @@ impl Conv {
                 let msg = ServerMsg::Typing { conv, user, active };
                 out.push_back(Action::Relay {
                     members,
-                    except: user,
+                    except: Some(user),
                     msg,
                 });
                 return;
@@ -566,9 +567,13 @@ impl Conv {
             kind,
             seq,
         };
+        let except = match kind {
+            ReceiptKind::Delivered => Some(user),
+            ReceiptKind::Read => None,
+        };
         out.push_back(Action::Relay {
             members,
-            except: user,
+            except,
             msg,
         });
     }
