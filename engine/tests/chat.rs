@@ -39,6 +39,7 @@ with_one_and_two_shards!(
     non_members_are_refused,
     fetch_pages_through_history,
     recv_moves_the_cursor_and_receipts_and_typing_reach_the_sender,
+    a_read_reaches_every_device_of_the_reader,
     binary_and_json_clients_talk,
     bad_tokens_are_refused_with_401,
     conv_get_answers_both_sides_like_direct_open,
@@ -374,7 +375,6 @@ fn recv_moves_the_cursor_and_receipts_and_typing_reach_the_sender(shards: u16) {
     let server = start(shards);
     let mut alice = Device::online(&server, ALICE, 1);
     let mut bob = Device::online(&server, BOB, 1);
-    let mut bob_phone = Device::online(&server, BOB, 2);
     let conv = direct(ALICE, BOB);
     alice.direct_open(BOB);
     let sent = bodies("cursor", 10);
@@ -382,7 +382,6 @@ fn recv_moves_the_cursor_and_receipts_and_typing_reach_the_sender(shards: u16) {
     let want = acked(&acks, &sent, ALICE, 1);
     for m in &want {
         assert_eq!(&bob.expect_msg(), m);
-        assert_eq!(&bob_phone.expect_msg(), m);
     }
 
     bob.send(&ClientMsg::Recv { conv, seq: Seq(5) });
@@ -396,17 +395,9 @@ fn recv_moves_the_cursor_and_receipts_and_typing_reach_the_sender(shards: u16) {
         }
     );
     bob.send(&ClientMsg::Read { conv, seq: Seq(4) });
-    let read = ServerMsg::Receipt {
-        conv,
-        user: UserId(BOB),
-        kind: ReceiptKind::Read,
-        seq: Seq(4),
-    };
+    let read = receipt(conv, BOB, ReceiptKind::Read, 4);
     assert_eq!(alice.recv(), read);
-    // Bob's devices get his read too (the phone's unread count follows), the
-    // reading device included; his `recv` went to the other members only.
-    assert_eq!(bob_phone.recv(), read);
-    assert_eq!(bob.recv(), read);
+    assert_eq!(bob.recv(), read, "a read comes back to its devices");
     for active in [true, false] {
         bob.send(&ClientMsg::Typing { conv, active });
         assert_eq!(
@@ -419,18 +410,17 @@ fn recv_moves_the_cursor_and_receipts_and_typing_reach_the_sender(shards: u16) {
         );
     }
     alice.send(&ClientMsg::Typing { conv, active: true });
-    let typing = ServerMsg::Typing {
-        conv,
-        user: UserId(ALICE),
-        active: true,
-    };
-    assert_eq!(bob.recv(), typing);
-    assert_eq!(bob_phone.recv(), typing);
+    assert_eq!(
+        bob.recv(),
+        ServerMsg::Typing {
+            conv,
+            user: UserId(ALICE),
+            active: true
+        }
+    );
     // recv, read and typing get no reply.
     bob.expect_quiet();
     alice.expect_quiet();
-    bob_phone.expect_quiet();
-    bob_phone.close();
 
     bob.close();
     let mut bob = Device::connect(&server, BOB, 1);
@@ -450,6 +440,42 @@ fn recv_moves_the_cursor_and_receipts_and_typing_reach_the_sender(shards: u16) {
     // Another device of bob's has its own cursor.
     let mut other = Device::connect(&server, BOB, 2);
     assert_eq!(seqs(&other.sync().msgs), (1..=10).collect::<Vec<_>>());
+}
+
+fn receipt(conv: ConvId, user: u64, kind: ReceiptKind, seq: u64) -> ServerMsg {
+    ServerMsg::Receipt {
+        conv,
+        user: UserId(user),
+        kind,
+        seq: Seq(seq),
+    }
+}
+
+/// A `read` from one device reaches the user's other devices (so their unread
+/// counts follow) and the reading device; a `recv` reaches the other members only.
+fn a_read_reaches_every_device_of_the_reader(shards: u16) {
+    let server = start(shards);
+    let mut alice = Device::online(&server, ALICE, 1);
+    let mut bob = Device::online(&server, BOB, 1);
+    let mut bob_phone = Device::online(&server, BOB, 2);
+    let conv = direct(ALICE, BOB);
+    alice.direct_open(BOB);
+    let ack = alice.send_text(conv, "read me");
+    let m = message(&ack, ALICE, 1, "read me");
+    assert_eq!(bob.expect_msg(), m);
+    assert_eq!(bob_phone.expect_msg(), m);
+
+    bob.send(&ClientMsg::Recv { conv, seq: ack.seq });
+    let delivered = receipt(conv, BOB, ReceiptKind::Delivered, ack.seq.0);
+    assert_eq!(alice.recv(), delivered);
+    bob.send(&ClientMsg::Read { conv, seq: ack.seq });
+    let read = receipt(conv, BOB, ReceiptKind::Read, ack.seq.0);
+    assert_eq!(alice.recv(), read);
+    assert_eq!(bob_phone.recv(), read);
+    assert_eq!(bob.recv(), read);
+    for d in [&mut alice, &mut bob, &mut bob_phone] {
+        d.expect_quiet();
+    }
 }
 
 fn binary_and_json_clients_talk(shards: u16) {

@@ -567,10 +567,8 @@ impl Conv {
             kind,
             seq,
         };
-        let except = match kind {
-            ReceiptKind::Delivered => Some(user),
-            ReceiptKind::Read => None,
-        };
+        // A read also reaches the reader's own devices (their unread counts).
+        let except = (kind == ReceiptKind::Delivered).then_some(user);
         out.push_back(Action::Relay {
             members,
             except,
