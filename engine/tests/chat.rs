@@ -1,7 +1,8 @@
 //! The chat endpoint (`/ws`) against docs/PROTOCOL.md: send, ack and
 //! delivery; catch-up by `sync`; several devices per user; resends; who may
 //! send and fetch; history pages; cursors, receipts and typing; both
-//! encodings; refused upgrades; `conv_get` of a direct conversation. Each test runs with one shard and with two
+//! encodings; refused upgrades; `conv_get` of a direct conversation;
+//! `receipts_get`. Each test runs with one shard and with two
 //! (`one_shard::…`, `two_shards::…`), where a connection may be handed to
 //! its user's home shard.
 #![allow(
@@ -15,8 +16,8 @@ use std::time::Duration;
 
 use client::{Auth, Client, ConnectOptions};
 use protocol::{
-    ClientMsg, Content, ConvId, ConvKind, DeviceId, Encoding, ErrorCode, Message, Page,
-    ReceiptKind, Seq, ServerMsg, UnixMillis, UserId,
+    ClientMsg, Content, ConvId, ConvKind, DeviceId, Encoding, ErrorCode, MemberReceipts, Message,
+    Page, ReceiptKind, Seq, ServerMsg, UnixMillis, UserId,
 };
 use support::chat::{Ack, Device};
 use support::{Options, Server, WS_PATH};
@@ -43,6 +44,7 @@ with_one_and_two_shards!(
     binary_and_json_clients_talk,
     bad_tokens_are_refused_with_401,
     conv_get_answers_both_sides_like_direct_open,
+    receipts_get_answers_each_members_stored_cursors,
 );
 
 fn start(shards: u16) -> Server {
@@ -613,5 +615,60 @@ fn conv_get_answers_both_sides_like_direct_open(shards: u16) {
         carol.conv_get(conv).unwrap_err().0,
         ErrorCode::Forbidden,
         "a third user"
+    );
+}
+
+fn receipts_get_answers_each_members_stored_cursors(shards: u16) {
+    let server = start(shards);
+    let mut alice = Device::online(&server, ALICE, 1);
+    let mut bob = Device::online(&server, BOB, 1);
+    let mut bob_phone = Device::online(&server, BOB, 2);
+    let conv = direct(ALICE, BOB);
+    assert_eq!(
+        alice.receipts_get(conv).unwrap_err(),
+        (ErrorCode::NotFound, "no such conversation".into()),
+        "before direct_open"
+    );
+    alice.direct_open(BOB);
+    let none = |user| MemberReceipts {
+        user: UserId(user),
+        delivered: Seq::ZERO,
+        read: Seq::ZERO,
+    };
+    assert_eq!(alice.receipts_get(conv).unwrap(), [none(ALICE), none(BOB)]);
+
+    let sent = bodies("receipts", 5);
+    alice.send_many(conv, &sent, WINDOW);
+    for d in [&mut bob, &mut bob_phone] {
+        let got: Vec<Message> = (0..sent.len()).map(|_| d.expect_msg()).collect();
+        assert_eq!(seqs(&got), [1, 2, 3, 4, 5], "{d}");
+    }
+    bob.send(&ClientMsg::Recv { conv, seq: Seq(5) });
+    bob.send(&ClientMsg::Read { conv, seq: Seq(3) });
+    bob_phone.send(&ClientMsg::Recv { conv, seq: Seq(4) });
+    // The live receipts come first; the stored cursors follow.
+    let bobs = MemberReceipts {
+        user: UserId(BOB),
+        delivered: Seq(5),
+        read: Seq(3),
+    };
+    let want = [none(ALICE), bobs];
+    let got = alice.receipts_when(conv, |got| got == want);
+    assert_eq!(got, want, "delivered is bob's highest recv, on device 1");
+    assert_eq!(bob_phone.receipts_get(conv).unwrap(), want, "bob asks too");
+
+    let mut carol = Device::online(&server, CAROL, 1);
+    assert_eq!(
+        carol.receipts_get(conv).unwrap_err(),
+        (
+            ErrorCode::Forbidden,
+            "not a member of this conversation".into()
+        ),
+        "a third user"
+    );
+    assert_eq!(
+        carol.receipts_get(direct(CAROL, ALICE)).unwrap_err().0,
+        ErrorCode::NotFound,
+        "a conversation never opened"
     );
 }

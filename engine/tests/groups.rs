@@ -4,7 +4,8 @@
 //! see the group from the event that added them on; removing members, who
 //! get the removal and nothing after it; the last admin leaving; roles; the
 //! size, per-user and per-operation limits; catching up on a group after
-//! being offline; looking a group up with `conv_get`. Each test runs with one shard and with two
+//! being offline; looking a group up with `conv_get`; members' receipts with
+//! `receipts_get`. Each test runs with one shard and with two
 //! (`one_shard::…`, `two_shards::…`).
 //!
 //! Where the rules leave an order open (the members of a `conv` reply, the
@@ -21,7 +22,7 @@ use std::fmt::Debug;
 use protocol::limits::GROUP_OP_USERS_MAX;
 use protocol::{
     ClientMsg, Content, ConvId, ConvInfo, ConvKind, DeviceId, Encoding, ErrorCode, GroupEvent,
-    Message, Page, Role, Seq, UserId,
+    MemberReceipts, Message, Page, Role, Seq, UserId,
 };
 use support::chat::{Ack, Device, QUIET, Refusal};
 use support::{Options, Server};
@@ -55,6 +56,7 @@ with_one_and_two_shards!(
     offline_member_catches_up_on_the_group,
     visible_history_lets_new_members_see_earlier_messages,
     conv_get_answers_members_with_the_group_as_it_is,
+    receipts_get_lists_every_member_up_to_the_relay_bound,
 );
 
 fn start(shards: u16) -> Server {
@@ -1036,4 +1038,52 @@ fn conv_get_answers_members_with_the_group_as_it_is(shards: u16) {
         got.members.iter().all(|m| m.user != UserId(CAROL)),
         "{got:?}"
     );
+}
+
+/// Groups above this many members get no receipts (the engine's
+/// `RELAY_MEMBERS_MAX`, docs/PROTOCOL.md `read`).
+const RELAY_MEMBERS_MAX: u64 = 256;
+
+fn receipts_get_lists_every_member_up_to_the_relay_bound(shards: u16) {
+    let server = start(shards);
+    let mut alice = Device::online(&server, ALICE, 1);
+    let mut bob = Device::online(&server, BOB, 1);
+    let mut carol = Device::online(&server, CAROL, 7);
+    let info = alice.group_create("Crag", &[CAROL, BOB]).unwrap();
+    let conv = info.conv;
+    expect_created(&mut [&mut bob, &mut carol], &info, (ALICE, 1));
+    let ack = alice.send_text(conv, "topping out");
+    assert_eq!(ack.seq, Seq(2));
+    bob.expect_msg();
+    carol.expect_msg();
+
+    bob.send(&ClientMsg::Recv { conv, seq: Seq(2) });
+    bob.send(&ClientMsg::Read { conv, seq: Seq(2) });
+    carol.send(&ClientMsg::Recv { conv, seq: Seq(1) });
+    alice.send(&ClientMsg::Read { conv, seq: Seq(2) });
+    let entry = |user, delivered, read| MemberReceipts {
+        user: UserId(user),
+        delivered: Seq(delivered),
+        read: Seq(read),
+    };
+    // Every member, the asking one included, by ascending user id.
+    let want = [entry(ALICE, 0, 2), entry(BOB, 2, 2), entry(CAROL, 1, 0)];
+    let got = carol.receipts_when(conv, |got| got == want);
+    assert_eq!(got, want);
+    assert_eq!(alice.receipts_get(conv).unwrap(), want);
+
+    let mut eve = Device::online(&server, EVE, 1);
+    assert_refused(eve.receipts_get(conv), ErrorCode::Forbidden, "non-member");
+    assert_refused(eve.receipts_get(UNKNOWN), ErrorCode::NotFound, "unknown");
+    alice.group_remove(conv, &[CAROL]).unwrap();
+    assert_refused(carol.receipts_get(conv), ErrorCode::Forbidden, "removed");
+
+    // At the bound every member is listed; past it no one is.
+    let others: Vec<u64> = (1000..1000 + RELAY_MEMBERS_MAX).collect();
+    let at = alice.group_create("At", &others[1..]).unwrap().conv;
+    let listed = alice.receipts_get(at).unwrap();
+    assert_eq!(listed.len(), usize::try_from(RELAY_MEMBERS_MAX).unwrap());
+    assert_eq!(listed[0], entry(ALICE, 0, 0));
+    let past = alice.group_create("Past", &others).unwrap().conv;
+    assert_eq!(alice.receipts_get(past).unwrap(), []);
 }

@@ -121,6 +121,13 @@ pub enum ClientMsg {
         rid: RequestId,
         conv: ConvId,
     },
+    /// How far each member of a conversation has received and read, as
+    /// stored: for a client that missed the live `receipt`s. Answered by
+    /// `receipts`.
+    ReceiptsGet {
+        rid: RequestId,
+        conv: ConvId,
+    },
 }
 
 /// Where a history page starts.
@@ -245,6 +252,7 @@ impl ClientMsg {
             | ClientMsg::GroupSetHistory { .. }
             | ClientMsg::ConvSetPrivate { .. }
             | ClientMsg::ConvGet { .. }
+            | ClientMsg::ReceiptsGet { .. }
             | ClientMsg::PushUnregister { .. } => Ok(()),
         }
     }
@@ -264,6 +272,7 @@ impl ClientMsg {
             | ClientMsg::GroupSetHistory { rid, .. }
             | ClientMsg::ConvSetPrivate { rid, .. }
             | ClientMsg::ConvGet { rid, .. }
+            | ClientMsg::ReceiptsGet { rid, .. }
             | ClientMsg::PushRegister { rid, .. }
             | ClientMsg::PushUnregister { rid }
             | ClientMsg::PresenceSubscribe { rid, .. } => Some(*rid),

@@ -30,6 +30,6 @@ pub use codec::{Encoding, VERSION};
 pub use error::DecodeError;
 pub use ids::{ClientMsgId, ConvId, DeviceId, MsgId, RequestId, Seq, UnixMillis, UserId};
 pub use server::{
-    Content, ConvInfo, ConvKind, ConvSummary, ErrorCode, GroupEvent, Member, Message, MsgRef,
-    PresenceStatus, ReceiptKind, Role, ServerMsg,
+    Content, ConvInfo, ConvKind, ConvSummary, ErrorCode, GroupEvent, Member, MemberReceipts,
+    Message, MsgRef, PresenceStatus, ReceiptKind, Role, ServerMsg,
 };

@@ -67,6 +67,13 @@ pub enum ServerMsg {
         code: ErrorCode,
         message: String,
     },
+    /// Reply to `receipts_get`: each member's stored cursors, by ascending
+    /// user id (empty for a group too large for receipts).
+    Receipts {
+        rid: RequestId,
+        conv: ConvId,
+        members: Vec<MemberReceipts>,
+    },
 }
 
 /// One entry of a conversation's stream.
@@ -180,6 +187,16 @@ pub struct Member {
     pub role: Role,
     /// The seq of the event that added this member; it sees messages after it.
     pub joined: Seq,
+}
+
+/// How far one member of a conversation has got, in `receipts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberReceipts {
+    pub user: UserId,
+    /// The highest `recv` of any of the member's devices.
+    pub delivered: Seq,
+    /// The member's `read` (on any device).
+    pub read: Seq,
 }
 
 /// Why a request failed. The binary encoding is the variant index, which is

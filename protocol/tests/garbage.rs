@@ -11,8 +11,9 @@ use protocol::limits::{
 };
 use protocol::{
     ClientMsg, ClientMsgId, Content, ConvId, ConvInfo, ConvKind, ConvSummary, DecodeError,
-    DeviceId, Encoding, ErrorCode, GroupEvent, Member, Message, MsgId, Page, Platform, Position,
-    PresenceStatus, ReceiptKind, RequestId, Role, Seq, ServerMsg, UnixMillis, UserId, VERSION,
+    DeviceId, Encoding, ErrorCode, GroupEvent, Member, MemberReceipts, Message, MsgId, Page,
+    Platform, Position, PresenceStatus, ReceiptKind, RequestId, Role, Seq, ServerMsg, UnixMillis,
+    UserId, VERSION,
 };
 
 const ENCODINGS: [Encoding; 2] = [Encoding::Json, Encoding::Binary];
@@ -118,6 +119,7 @@ fn client_samples() -> Vec<ClientMsg> {
             users: vec![UserId(1), UserId(2)],
         },
         ClientMsg::ConvGet { rid, conv },
+        ClientMsg::ReceiptsGet { rid, conv },
     ]
 }
 
@@ -231,6 +233,22 @@ fn server_samples() -> Vec<ServerMsg> {
             cmid: Some(ClientMsgId(3)),
             code: ErrorCode::RateLimited,
             message: "slow down".into(),
+        },
+        ServerMsg::Receipts {
+            rid,
+            conv,
+            members: vec![
+                MemberReceipts {
+                    user: UserId(1),
+                    delivered: Seq(42),
+                    read: Seq(40),
+                },
+                MemberReceipts {
+                    user: UserId(u64::MAX),
+                    delivered: Seq(0),
+                    read: Seq(u64::MAX),
+                },
+            ],
         },
     ]
 }

@@ -19,8 +19,8 @@ use protocol::limits::{
 };
 use protocol::{
     ClientMsg, ClientMsgId, Content, ConvId, ConvInfo, ConvKind, ConvSummary, DeviceId, Encoding,
-    ErrorCode, GroupEvent, Member, Message, MsgId, Page, Platform, Position, PresenceStatus,
-    ReceiptKind, RequestId, Role, Seq, ServerMsg, UnixMillis, UserId,
+    ErrorCode, GroupEvent, Member, MemberReceipts, Message, MsgId, Page, Platform, Position,
+    PresenceStatus, ReceiptKind, RequestId, Role, Seq, ServerMsg, UnixMillis, UserId,
 };
 
 // ---- scalars ----
@@ -233,6 +233,9 @@ fn client_msg() -> BoxedStrategy<ClientMsg> {
         (rid(), conv())
             .prop_map(|(rid, conv)| ClientMsg::ConvGet { rid, conv })
             .boxed(),
+        (rid(), conv())
+            .prop_map(|(rid, conv)| ClientMsg::ReceiptsGet { rid, conv })
+            .boxed(),
     ]
     .boxed()
 }
@@ -300,6 +303,14 @@ fn conv_summary() -> impl Strategy<Value = ConvSummary> + Clone {
 
 fn member() -> impl Strategy<Value = Member> + Clone {
     (user(), role(), seq()).prop_map(|(user, role, joined)| Member { user, role, joined })
+}
+
+fn member_receipts() -> impl Strategy<Value = MemberReceipts> + Clone {
+    (user(), seq(), seq()).prop_map(|(user, delivered, read)| MemberReceipts {
+        user,
+        delivered,
+        read,
+    })
 }
 
 fn conv_info() -> impl Strategy<Value = ConvInfo> + Clone {
@@ -422,6 +433,10 @@ fn server_msg() -> BoxedStrategy<ServerMsg> {
                 code,
                 message
             })
+            .boxed(),
+        // The engine lists at most 256 members (larger groups get none).
+        (rid(), conv(), list(member_receipts(), 0, 256))
+            .prop_map(|(rid, conv, members)| ServerMsg::Receipts { rid, conv, members })
             .boxed(),
     ]
     .boxed()

@@ -228,6 +228,56 @@ pub(crate) fn cursors(
     Ok(rows.into_iter().map(|(c, r)| (ConvId(c), r)).collect())
 }
 
+/// `user`'s cursors in `conv`, one per device, by ascending device id, from
+/// the `devices_max` lowest device ids that have any cursor. A skip scan: at
+/// most two seeks per device (one lands on the device's first row, one on its
+/// row for `conv` or past it), never a walk over the user's other
+/// conversations.
+pub(crate) fn conv_cursors(
+    tables: &Tables,
+    user: UserId,
+    conv: ConvId,
+    devices_max: usize,
+) -> Result<Vec<(DeviceId, Cursor)>> {
+    let end = keys::cursor(user, DeviceId(u64::MAX), ConvId(u64::MAX));
+    // Each device's first row, then (if that is before `conv`) its row for
+    // `conv` or the next device's first row.
+    let mut from = keys::cursor(user, DeviceId(0), ConvId(0));
+    let mut out = Vec::new();
+    let mut seen = 0;
+    let mut current = None;
+    loop {
+        let Some(g) = tables.cursors.range(from..=end).next() else {
+            break;
+        };
+        let (k, v) = g.into_inner().map_err(Error::fjall("scan cursors"))?;
+        let (Some(device), Some(c), 24) = (keys::u64_at(&k, 8), keys::u64_at(&k, 16), k.len())
+        else {
+            return Err(bad_key(Table::Cursors, &k));
+        };
+        if current != Some(device) {
+            if seen == devices_max {
+                break;
+            }
+            seen += 1;
+            current = Some(device);
+        }
+        if c < conv.0 {
+            from = keys::cursor(user, DeviceId(device), conv);
+            continue;
+        }
+        if c == conv.0 {
+            let cursor = decode::<CursorRec>(Table::Cursors.name(), &k, &v)?.into_model();
+            out.push((DeviceId(device), cursor));
+        }
+        let Some(next) = device.checked_add(1) else {
+            break;
+        };
+        from = keys::cursor(user, DeviceId(next), ConvId(0));
+    }
+    Ok(out)
+}
+
 pub(crate) fn dedupe(
     tables: &Tables,
     user: UserId,
@@ -264,4 +314,65 @@ pub(crate) fn outbox(
         out.push((id, job));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Durability};
+    use crate::model::Cursor;
+    use crate::ops::Op;
+    use crate::store::Store;
+    use protocol::{ConvId, DeviceId, Seq, UserId};
+
+    fn put(user: u64, device: u64, conv: u64, delivered: u64) -> Op {
+        Op::PutCursor {
+            user: UserId(user),
+            device: DeviceId(device),
+            conv: ConvId(conv),
+            cursor: Cursor {
+                delivered: Seq(delivered),
+                read: Seq(0),
+            },
+        }
+    }
+
+    fn rows(got: &[(DeviceId, Cursor)]) -> Vec<(u64, u64)> {
+        got.iter().map(|(d, c)| (d.0, c.delivered.0)).collect()
+    }
+
+    /// Devices with and without a row for the conversation, rows before and
+    /// after it, neighbouring users and the largest device id: the skip scan
+    /// finds exactly the conversation's rows of the user, and stops after
+    /// `devices_max` devices.
+    #[test]
+    fn conv_cursors_skips_to_each_device_row() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            Store::open(Config::new(dir.path()).durability(Durability::None)).expect("open store");
+        let (user, conv) = (7, 50);
+        store
+            .write(vec![
+                put(user - 1, 1, conv, 99),
+                put(user, 0, conv, 1),
+                put(user, 1, conv - 1, 99),
+                put(user, 1, conv, 2),
+                put(user, 1, conv + 1, 99),
+                put(user, 2, conv + 1, 99),
+                put(user, 3, conv - 1, 99),
+                put(user, 4, conv, 4),
+                put(user, u64::MAX, conv, 5),
+                put(user + 1, 0, conv, 99),
+            ])
+            .expect("write cursors");
+        let read = |max| {
+            let got = store.conv_cursors(UserId(user), ConvId(conv), max);
+            rows(&got.expect("read cursors"))
+        };
+        assert_eq!(read(usize::MAX), [(0, 1), (1, 2), (4, 4), (u64::MAX, 5)]);
+        assert_eq!(read(5), [(0, 1), (1, 2), (4, 4)]);
+        assert_eq!(read(2), [(0, 1), (1, 2)]);
+        assert_eq!(read(0), []);
+        let none = store.conv_cursors(UserId(user), ConvId(conv + 2), usize::MAX);
+        assert_eq!(none.expect("read cursors"), []);
+    }
 }

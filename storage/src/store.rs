@@ -220,6 +220,19 @@ impl Store {
         read::cursors(&self.inner.tables, user, device)
     }
 
+    /// One user's cursors in one conversation, a row per device by ascending
+    /// device id, from the `devices_max` lowest device ids that have any
+    /// cursor. Costs at most two seeks per
+    /// device, whatever else the user has cursors for.
+    pub fn conv_cursors(
+        &self,
+        user: UserId,
+        conv: ConvId,
+        devices_max: usize,
+    ) -> Result<Vec<(DeviceId, Cursor)>> {
+        read::conv_cursors(&self.inner.tables, user, conv, devices_max)
+    }
+
     /// The recorded outcome of an earlier send with this client message id.
     pub fn dedupe(
         &self,

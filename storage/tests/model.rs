@@ -259,6 +259,11 @@ enum Query {
         user: u8,
         device: u8,
     },
+    ConvCursors {
+        user: u8,
+        conv: u8,
+        devices_max: usize,
+    },
     Dedupe {
         user: u8,
         device: u8,
@@ -552,6 +557,13 @@ fn seq_arg() -> impl Strategy<Value = SeqArg> + Clone {
     ]
 }
 
+/// How many devices a `conv_cursors` read looks at.
+const DEVICES_MAXES: [usize; 4] = [0, 1, 2, usize::MAX];
+
+fn devices_max() -> impl Strategy<Value = usize> {
+    proptest::sample::select(&DEVICES_MAXES[..])
+}
+
 fn query() -> impl Strategy<Value = Query> {
     // Reads may name the id of each kind that no step writes.
     let (c, u, d) = (0..=CONVS, 0..=USERS, 0..=DEVICES);
@@ -570,12 +582,19 @@ fn query() -> impl Strategy<Value = Query> {
         (c.clone(), seq_arg()).prop_map(|(conv, seq)| Query::Message { conv, seq }),
         (c.clone(), u.clone()).prop_map(|(conv, user)| Query::Member { conv, user }),
         (u.clone(), d.clone()).prop_map(|(user, device)| Query::Device { user, device }),
-        (u.clone(), d.clone(), c).prop_map(|(user, device, conv)| Query::Cursor {
+        (u.clone(), d.clone(), c.clone()).prop_map(|(user, device, conv)| Query::Cursor {
             user,
             device,
             conv
         }),
         (u.clone(), d.clone()).prop_map(|(user, device)| Query::Cursors { user, device }),
+        (u.clone(), c, devices_max()).prop_map(|(user, conv, devices_max)| {
+            Query::ConvCursors {
+                user,
+                conv,
+                devices_max,
+            }
+        }),
         (u, d, 0..=CMIDS).prop_map(|(user, device, cmid)| Query::Dedupe { user, device, cmid }),
         (0..outbox_froms(), limit()).prop_map(|(from, limit)| Query::Outbox { from, limit }),
     ]
@@ -702,6 +721,28 @@ impl Model {
         let all = self.cursors.iter();
         let mine = all.filter(|((u, d, _), _)| *u == user && *d == device);
         mine.map(|(&(_, _, c), &r)| (c, r)).collect()
+    }
+
+    /// The user's cursors in `conv`, from its `devices_max` lowest devices
+    /// that have any cursor.
+    fn conv_cursors(
+        &self,
+        user: UserId,
+        conv: ConvId,
+        devices_max: usize,
+    ) -> Vec<(DeviceId, Cursor)> {
+        let mut devices: Vec<DeviceId> = Vec::new();
+        for &(u, d, _) in self.cursors.keys() {
+            if u == user && devices.last() != Some(&d) {
+                devices.push(d);
+            }
+        }
+        devices.truncate(devices_max);
+        let rows = devices.into_iter().filter_map(|d| {
+            let cursor = self.cursors.get(&(user, d, conv))?;
+            Some((d, *cursor))
+        });
+        rows.collect()
     }
 
     fn outbox_from(&self, from: u64, limit: usize) -> Vec<(u64, PushJob)> {
@@ -1325,6 +1366,15 @@ impl Runner {
                 let got = store.cursors(u, d).ctx("cursors")?;
                 prop_assert_eq!(got, model.cursors_of(u, d), "{:?}", query);
             }
+            Query::ConvCursors {
+                user: u,
+                conv: c,
+                devices_max,
+            } => {
+                let (u, c) = (user(u), conv(c));
+                let got = store.conv_cursors(u, c, devices_max).ctx("conv_cursors")?;
+                prop_assert_eq!(got, model.conv_cursors(u, c, devices_max), "{:?}", query);
+            }
             Query::Dedupe {
                 user: u,
                 device: d,
@@ -1433,6 +1483,13 @@ impl Runner {
             }
             for c in 0..=CONVS {
                 self.read(Query::Member { conv: c, user: u })?;
+                for devices_max in DEVICES_MAXES {
+                    self.read(Query::ConvCursors {
+                        user: u,
+                        conv: c,
+                        devices_max,
+                    })?;
+                }
             }
         }
         for from in 0..outbox_froms() {

@@ -4,15 +4,22 @@
 use std::collections::{HashMap, HashSet};
 
 use protocol::{
-    ClientMsgId, ConvId, ConvInfo, ConvKind, DeviceId, ErrorCode, Member, Message, Page, RequestId,
-    Seq, ServerMsg, UserId,
+    ClientMsgId, ConvId, ConvInfo, ConvKind, DeviceId, ErrorCode, Member, MemberReceipts, Message,
+    Page, RequestId, Seq, ServerMsg, UserId,
 };
 use storage::{Completion, Membership, SendOutcome, Store};
 
 use super::cursors::USER_ROW;
 use super::hub::error;
 use crate::catchup::ConvStart;
-use crate::conv::Loaded;
+use crate::conv::{Loaded, RELAY_MEMBERS_MAX};
+
+/// Devices per member whose `recv` positions a `receipts` reply looks at:
+/// the lowest ids that have any cursor (the user row of `read` is one more).
+/// The scan costs at most two seeks per device, so a reply costs at most
+/// `RELAY_MEMBERS_MAX * 2 * (RECEIPT_DEVICES_MAX + 1)` (33,280) seeks
+/// however many conversations its members are in.
+const RECEIPT_DEVICES_MAX: usize = 64;
 
 /// Results from storage threads, through the shard's inbox.
 #[derive(Debug)]
@@ -302,6 +309,60 @@ fn conv_info(
         members,
         last_seq,
     }))
+}
+
+/// One `receipts_get`: the membership check of `fetch`, then each member's
+/// stored cursors by ascending user id; none for a group past
+/// `RELAY_MEMBERS_MAX`, which gets no receipts at all.
+pub(crate) fn receipts(store: &Store, user: UserId, rid: RequestId, conv: ConvId) -> ServerMsg {
+    match member_receipts(store, user, conv) {
+        Ok(Ok(members)) => ServerMsg::Receipts { rid, conv, members },
+        Ok(Err((code, text))) => error(Some(rid), None, code, text),
+        Err(e) => {
+            tracing::error!(cause = %e, conv = conv.0, "receipts read failed");
+            error(Some(rid), None, ErrorCode::Internal, "receipts read failed")
+        }
+    }
+}
+
+fn member_receipts(
+    store: &Store,
+    user: UserId,
+    conv: ConvId,
+) -> storage::Result<Result<Vec<MemberReceipts>, Refusal>> {
+    if let Err(refusal) = membership(store, user, conv)? {
+        return Ok(Err(refusal));
+    }
+    let Some(meta) = store.conv(conv)? else {
+        return Ok(Err((ErrorCode::NotFound, "no such conversation")));
+    };
+    // The stored count spares reading a large group's members; the list
+    // read is checked again in case the two disagree.
+    if usize::try_from(meta.members).map_or(true, |n| n > RELAY_MEMBERS_MAX) {
+        return Ok(Ok(Vec::new()));
+    }
+    let members = store.members(conv)?;
+    if members.len() > RELAY_MEMBERS_MAX {
+        return Ok(Ok(Vec::new()));
+    }
+    let mut out = Vec::with_capacity(members.len());
+    for (member, _) in members {
+        let mut entry = MemberReceipts {
+            user: member,
+            delivered: Seq::ZERO,
+            read: Seq::ZERO,
+        };
+        for (device, cursor) in store.conv_cursors(member, conv, RECEIPT_DEVICES_MAX + 1)? {
+            if device == USER_ROW {
+                entry.read = cursor.read;
+            } else {
+                entry.delivered = entry.delivered.max(cursor.delivered);
+            }
+        }
+        out.push(entry);
+    }
+    out.sort_unstable_by_key(|m| m.user);
+    Ok(Ok(out))
 }
 
 /// Drops messages past `HISTORY_PAGE_BYTES_MAX` of JSON from the end the

@@ -579,11 +579,8 @@ fn on_client(hub: &Hub, s: &Rc<Session>, msg: ClientMsg) {
         } => reply_read(hub, s, rid, move |st, user| {
             jobs::fetch(st, user, rid, conv, from, limit)
         }),
-        ClientMsg::ConvGet { rid, conv } => {
-            reply_read(hub, s, rid, move |st, user| {
-                jobs::conv_get(st, user, rid, conv)
-            });
-        }
+        ClientMsg::ConvGet { rid, conv } => conv_read(hub, s, rid, conv, jobs::conv_get),
+        ClientMsg::ReceiptsGet { rid, conv } => conv_read(hub, s, rid, conv, jobs::receipts),
         ClientMsg::Sync { rid, since } => start_sync(hub, s, rid, since),
         ClientMsg::DirectOpen { rid, user } => direct_open(hub, s, rid, user),
         ClientMsg::PushRegister {
@@ -745,7 +742,7 @@ fn read_for(
 }
 
 /// Answers request `rid` with the reply `job` reads from the store for the
-/// session's user (`fetch`, `conv_get`).
+/// session's user (`fetch`, `conv_get`, `receipts_get`).
 fn reply_read(
     hub: &Hub,
     s: &Session,
@@ -757,6 +754,14 @@ fn reply_read(
         conn,
         msg: job(st, user),
     });
+}
+
+/// A store read that answers request `rid` about `conv` for the session's
+/// user (`conv_get`, `receipts_get`).
+type ConvJob = fn(&storage::Store, UserId, protocol::RequestId, ConvId) -> ServerMsg;
+
+fn conv_read(hub: &Hub, s: &Session, rid: protocol::RequestId, conv: ConvId, job: ConvJob) {
+    reply_read(hub, s, rid, move |st, user| job(st, user, rid, conv));
 }
 
 fn signal(hub: &Hub, s: &Session, conv: protocol::ConvId, signal: Signal) {

@@ -555,7 +555,8 @@ pub mod chat {
     use client::Client;
     use protocol::{
         ClientMsg, ClientMsgId, ConvId, ConvInfo, ConvSummary, DeviceId, Encoding, ErrorCode,
-        Message, MsgId, Page, Position, RequestId, Seq, ServerMsg, UnixMillis, UserId,
+        MemberReceipts, Message, MsgId, Page, Position, RequestId, Seq, ServerMsg, UnixMillis,
+        UserId,
     };
 
     use super::{Server, WAIT};
@@ -1068,12 +1069,59 @@ pub mod chat {
         }
     }
 
+    /// `receipts_get` (docs/PROTOCOL.md).
+    impl Device {
+        /// The `receipts` reply's entries, or the refusal.
+        pub fn receipts_get(&mut self, conv: ConvId) -> Result<Vec<MemberReceipts>, Refusal> {
+            match self.request(|rid| ClientMsg::ReceiptsGet { rid, conv }) {
+                ServerMsg::Receipts {
+                    conv: c, members, ..
+                } => {
+                    assert_eq!(c, conv, "{self}: receipts of another conversation");
+                    Ok(members)
+                }
+                ServerMsg::Error {
+                    cmid: None,
+                    code,
+                    message,
+                    ..
+                } => Err((code, message)),
+                other => panic!("{self}: receipts_get {conv} answered with {other:?}"),
+            }
+        }
+
+        /// Asks `receipts_get` until `done` accepts the entries, for at most
+        /// [`WAIT`]: the server stores cursors in batches, after their live
+        /// receipts. Panics with the last answer if `done` never accepts one.
+        pub fn receipts_when(
+            &mut self,
+            conv: ConvId,
+            done: impl Fn(&[MemberReceipts]) -> bool,
+        ) -> Vec<MemberReceipts> {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let got = self
+                    .receipts_get(conv)
+                    .unwrap_or_else(|e| panic!("{self}: receipts_get {conv} refused: {e:?}"));
+                if done(&got) {
+                    return got;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{self}: receipts of {conv} still {got:?} after {WAIT:?}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
     /// The request a reply or request error answers.
     fn answers(msg: &ServerMsg) -> Option<RequestId> {
         match msg {
             ServerMsg::History { rid, .. }
             | ServerMsg::Synced { rid, .. }
             | ServerMsg::Conv { rid, .. }
+            | ServerMsg::Receipts { rid, .. }
             | ServerMsg::Ok { rid } => Some(*rid),
             ServerMsg::Error { rid, .. } => *rid,
             _ => None,
