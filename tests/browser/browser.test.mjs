@@ -5,7 +5,7 @@
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { Device, PHONE, Server, launchBrowser } from './harness.mjs';
+import { DESKTOP, Device, PHONE, SHOTS, Server, launchBrowser, mintToken } from './harness.mjs';
 
 /** Bound on every wait for something to show up in a page. */
 const UI_TIMEOUT_MS = 15_000;
@@ -52,12 +52,13 @@ describe('web client in Chromium', { timeout: 240_000 }, () => {
     await page.fill('#signin-user', 'alice');
     await page.click('#signin-submit');
     assert.equal(await page.$eval('#signin-user', (i) => i.validity.valid), false);
-    await page.screenshot({ path: `${(await import('./harness.mjs')).SHOTS}/phone-signin.png` });
+    await page.screenshot({ path: `${SHOTS}/phone-signin.png` });
     await context.close();
 
     alice = await Device.open(browser, server, '1', '1');
     bob = await Device.open(browser, server, '2', '1');
-    assert.equal(await alice.page.textContent('#me'), 'User 1 · device 1');
+    assert.equal(await alice.page.textContent('#me'), 'User 1');
+    assert.equal(await alice.page.textContent('#me-device'), 'device 1');
   });
 
   test('two users chat 1:1 and see delivery and read receipts and typing', async () => {
@@ -194,6 +195,17 @@ describe('web client in Chromium', { timeout: 240_000 }, () => {
     await phoneRow.locator('.conv-unread:empty').waitFor({ state: 'attached', timeout: UI_TIMEOUT_MS });
   });
 
+  test('a member leaves the group: the others see it, and it is read-only for her', async () => {
+    await carol.page.click('#chat-info');
+    await carol.page.click('#group-leave');
+    await carol.page.locator('#chat').waitFor({ state: 'hidden', timeout: UI_TIMEOUT_MS });
+    await alice.page.locator('#message-list li.event', { hasText: 'User 3 left' }).waitFor({ timeout: UI_TIMEOUT_MS });
+    await alice.page.locator('#chat-status', { hasText: '2 members' }).waitFor({ timeout: UI_TIMEOUT_MS });
+    await carol.open('Climbing');
+    await carol.page.locator('#chat-notice', { hasText: 'no longer a member' }).waitFor();
+    assert.equal(await carol.page.isVisible('#composer'), false);
+  });
+
   test('the server is killed and restarted while a message is being sent: both sides end with the same history', async () => {
     const a = alice.page;
     const b = bob.page;
@@ -278,9 +290,68 @@ describe('web client in Chromium', { timeout: 240_000 }, () => {
       await p.waitForTimeout(250);
     }
     assert.equal(await first(), 1, 'scrolling up reached the first message');
+    // No live receipt reached this page, yet her messages show as read: the stored
+    // cursors (`receipts_get`) say bob read everything.
+    const mineRead = p.locator('#message-list li.msg.mine .msg-status[data-state="read"]');
+    await mineRead.first().waitFor({ timeout: UI_TIMEOUT_MS });
+    assert.equal(await p.locator('#message-list li.msg.mine .msg-status[data-state="sent"]').count(), 0);
     const seqs = await p.$$eval('#message-list > li[data-seq]', (items) => items.map((li) => Number(li.dataset.seq)));
     assert.deepEqual(seqs, Array.from({ length: total }, (_, i) => i + 1));
     await p.locator('#history-top', { hasText: 'Start of the conversation' }).waitFor();
     for (const d of devices()) assert.deepEqual(d.errors, [], `user ${d.user} device ${d.device}`);
+  });
+});
+
+describe('web client without --dev', { timeout: 60_000 }, () => {
+  const secret = 'browser test secret, at least thirty-two bytes long';
+  const server = new Server({ secret });
+  let browser;
+  let context;
+
+  before(async () => {
+    await server.start();
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    await context?.close();
+    await browser?.close();
+    const code = await server.stop();
+    assert.equal(code, 0, `switchboard exited with ${code}:\n${server.logTail()}`);
+    server.cleanup();
+  });
+
+  test('asks for a token, checks it, and signs in with a good one', async () => {
+    context = await browser.newContext({ viewport: DESKTOP });
+    const page = await context.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(server.url);
+    await page.locator('#signin-token').waitFor();
+    assert.equal(await page.isVisible('#signin-user'), false, 'no dev sign-in');
+    assert.match(await page.textContent('#signin-mode'), /Paste a token/);
+    const tries = [
+      ['not a token', /not a token/],
+      [mintToken(secret, '5', '1', -60), /expired/],
+    ];
+    for (const [token, message] of tries) {
+      await page.fill('#signin-token', token);
+      await page.click('#signin-submit');
+      await page.locator('#signin-error', { hasText: message }).waitFor({ timeout: UI_TIMEOUT_MS });
+    }
+    // Well formed but signed with another secret: the server refuses every upgrade (401),
+    // and the banner says so once the server is seen to be up.
+    await page.fill('#signin-token', mintToken('some other secret, also thirty-two bytes', '5', '1'));
+    await page.click('#signin-submit');
+    await page.locator('#banner', { hasText: 'refuses this session' }).waitFor({ timeout: UI_TIMEOUT_MS });
+    await page.screenshot({ path: `${SHOTS}/desktop-token-refused.png` });
+    await page.click('#sign-out');
+    await page.locator('#signin-token').waitFor({ timeout: UI_TIMEOUT_MS });
+
+    await page.fill('#signin-token', mintToken(secret, '5', '1'));
+    await page.click('#signin-submit');
+    await page.waitForFunction(() => window.switchboard?.live === true, null, { timeout: UI_TIMEOUT_MS });
+    assert.equal(await page.textContent('#me'), 'User 5');
+    assert.deepEqual(errors, []);
   });
 });

@@ -3,6 +3,7 @@
 // through playwright-core.
 
 import { spawn, execFileSync } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { mkdtempSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -42,8 +43,21 @@ function chromiumPath() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * An HS256 token for `user`/`device` (docs/PROTOCOL.md, "Tokens"), valid from now for
+ * `ttlS` seconds (negative: already expired).
+ */
+export function mintToken(secret, user, device, ttlS = 3600) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const signed = `${part({ alg: 'HS256', typ: 'JWT' })}.${part({ sub: user, dev: device, iat: now, exp: now + ttlS })}`;
+  return `${signed}.${createHmac('sha256', secret).update(signed).digest('base64url')}`;
+}
+
 export class Server {
-  constructor() {
+  /** `secret`: run without `--dev`, with this token secret (no dev token endpoint). */
+  constructor({ secret = null } = {}) {
+    this.secret = secret;
     this.dir = mkdtempSync(path.join(tmpdir(), 'switchboard-browser-'));
     this.data = path.join(this.dir, 'data');
     this.port = 0;
@@ -65,13 +79,12 @@ export class Server {
     mkdirSync(this.dir, { recursive: true });
     const log = this.logPath();
     const out = openSync(log, 'w');
-    this.proc = spawn(serverBin(), [
-      '--dev', '--listen', `127.0.0.1:${this.port}`, '--admin-listen', '127.0.0.1:0',
-      '--data-dir', this.data, '--shards', '2',
-    ], {
-      stdio: ['ignore', out, out],
-      env: { ...process.env, NO_COLOR: '1', SWITCHBOARD_LOG: 'info,fjall=warn,lsm_tree=warn' },
-    });
+    const args = ['--listen', `127.0.0.1:${this.port}`, '--admin-listen', '127.0.0.1:0',
+      '--data-dir', this.data, '--shards', '2'];
+    const env = { ...process.env, NO_COLOR: '1', SWITCHBOARD_LOG: 'info,fjall=warn,lsm_tree=warn' };
+    if (this.secret === null) args.unshift('--dev');
+    else env.SWITCHBOARD_TOKEN_SECRET = this.secret;
+    this.proc = spawn(serverBin(), args, { stdio: ['ignore', out, out], env });
     const proc = this.proc;
     const exited = new Promise((r) => proc.once('exit', r));
     this.exited = exited;

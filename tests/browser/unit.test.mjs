@@ -208,3 +208,14 @@ test('a gap a member may not see (it was out of the group) is closed by an empty
   assert.equal(s.onMsg(text(GROUP, 9, '3')), null);
   assert.equal(c.hi, 9);
 });
+
+test('stored cursors from `receipts` fill in what live receipts missed', () => {
+  const s = new ChatState(ME);
+  s.onConvInfo({ conv: DIRECT, kind: 'direct', title: '', members: [{ user: '1', role: 'member', joined: 0 }, { user: '2', role: 'member', joined: 0 }], last_seq: 9 });
+  const c = s.conv(DIRECT);
+  s.onReceipt({ conv: DIRECT, user: '2', kind: 'read', seq: 8 });
+  s.onReceipts({ conv: DIRECT, members: [{ user: '1', delivered: 9, read: 9 }, { user: '2', delivered: 9, read: 5 }] });
+  assert.equal(s.status(c, 9), 'delivered');
+  assert.equal(s.status(c, 8), 'read', 'an older stored cursor does not undo a live receipt');
+  assert.equal(c.read, 9, 'this user’s own read cursor');
+});

@@ -20,6 +20,8 @@ const TYPING_IDLE_MS = 4000;
 const RECV_DELAY_MS = 150;
 /** A send refused as retryable (rate limited, overloaded) is tried again after this. */
 const SEND_RETRY_MS = 1500;
+/** Failed connection attempts in a row before asking whether the server is up at all. */
+const REFUSED_AFTER_FAILURES = 3;
 
 export class App {
   constructor({ token, user, device, onSignOut }) {
@@ -48,6 +50,7 @@ export class App {
       onMessage: (type, f) => this.onMessage(type, f),
       onState: (state) => {
         if (state !== 'open') this.live = false;
+        if (state === 'waiting') this.probe();
         this.changed();
       },
     });
@@ -65,6 +68,8 @@ export class App {
     this.typingSentAt = 0;
     this.typingIdle = null;
     this.recvTimer = null;
+    /** Set when the server answers HTTP but keeps refusing the WebSocket (a bad token). */
+    this.refused = false;
     this.view = new View(this);
   }
 
@@ -75,6 +80,24 @@ export class App {
     document.addEventListener('visibilitychange', () => this.markOpenRead());
     // Typing indicators expire and "reconnecting in…" counts down.
     setInterval(() => this.changed(), 1000);
+    this.changed();
+  }
+
+  /**
+   * The socket keeps failing before `welcome`: if the server answers plain HTTP, it is
+   * refusing this session (browsers hide the upgrade's 401), not down.
+   */
+  async probe() {
+    if (this.conn.failedOpens < REFUSED_AFTER_FAILURES) {
+      this.refused = false;
+      return;
+    }
+    try {
+      const r = await fetch('/v1/info', { cache: 'no-store' });
+      this.refused = r.ok;
+    } catch {
+      this.refused = false;
+    }
     this.changed();
   }
 
@@ -180,6 +203,7 @@ export class App {
     }
     this.scheduleRecv();
     this.markOpenRead();
+    if (this.openId) this.loadReceipts(this.openId);
     this.watch();
     this.changed();
   }
@@ -200,6 +224,18 @@ export class App {
       }
     } finally {
       this.infoWanted.delete(conv);
+      this.changed();
+    }
+  }
+
+  /** The members' stored cursors, for the ticks of messages sent before this page loaded. */
+  async loadReceipts(conv) {
+    try {
+      const [, reply] = await this.conn.request((rid) => msg.receiptsGet(rid, conv));
+      this.state.onReceipts(reply);
+    } catch {
+      // Best effort, like live receipts: the next open asks again.
+    } finally {
       this.changed();
     }
   }
@@ -299,6 +335,7 @@ export class App {
     const c = this.state.conv(conv);
     if (this.live) {
       if (!c.known) this.loadInfo(conv, false);
+      this.loadReceipts(conv);
       if (c.msgs.size < PAGE_LIMIT && c.hasOlder()) this.loadOlder(conv);
     }
     this.markOpenRead();

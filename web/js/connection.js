@@ -38,6 +38,8 @@ export class Connection {
     this.retryAt = 0;
     this.timer = null;
     this.lastClose = null;
+    /** Attempts in a row that closed before a `welcome` (refused upgrade, or no server). */
+    this.failedOpens = 0;
     this.nextRid = 1;
     /** rid → {resolve, reject, timer} */
     this.pending = new Map();
@@ -106,6 +108,7 @@ export class Connection {
       }
       if (type === 'welcome') {
         clearTimeout(opening);
+        this.failedOpens = 0;
         this.setState('open');
       }
       if (this.settle(type, fields)) return;
@@ -116,6 +119,7 @@ export class Connection {
       if (this.ws !== ws) return;
       this.ws = null;
       this.lastClose = { code: ev.code, reason: ev.reason };
+      if (this.state === 'connecting') this.failedOpens += 1;
       this.failAll(new RequestError('disconnected', 'connection closed'));
       if (ev.code === CLOSE_TOKEN_EXPIRED) {
         this.setState('stopped');

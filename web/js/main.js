@@ -83,6 +83,10 @@ async function signIn() {
   const dev = info.dev === true;
   $('signin-dev').hidden = !dev;
   $('signin-paste').hidden = dev;
+  // Hidden fields must not take part in the form's validation.
+  for (const input of $('signin-dev').querySelectorAll('input')) input.disabled = !dev;
+  $('signin-token').disabled = dev;
+  $('signin-token').required = !dev;
   $('signin-mode').textContent = dev
     ? 'Development server: sign in as any user id.'
     : 'Paste a token issued for you (a JWT with your user and device ids).';

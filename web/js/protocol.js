@@ -75,6 +75,7 @@ export const msg = {
   sync: (rid, since) => ({ sync: { rid, since } }),
   directOpen: (rid, user) => ({ direct_open: { rid, user } }),
   convGet: (rid, conv) => ({ conv_get: { rid, conv } }),
+  receiptsGet: (rid, conv) => ({ receipts_get: { rid, conv } }),
   groupCreate: (rid, title, members) => ({ group_create: { rid, title, members } }),
   groupRename: (rid, conv, title) => ({ group_rename: { rid, conv, title } }),
   groupAdd: (rid, conv, users) => ({ group_add: { rid, conv, users } }),

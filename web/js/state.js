@@ -204,6 +204,16 @@ export class ChatState {
     c.receipts.set(r.user, cur);
   }
 
+  /** Every member's stored cursors (a `receipts` reply): catches up on receipts missed while away. */
+  onReceipts(r) {
+    for (const m of r.members) this.onReceiptPair(r.conv, m.user, m.delivered, m.read);
+  }
+
+  onReceiptPair(conv, user, delivered, read) {
+    if (read > 0) this.onReceipt({ conv, user, kind: 'read', seq: read });
+    if (delivered > 0) this.onReceipt({ conv, user, kind: 'delivered', seq: delivered });
+  }
+
   onTyping(t, localNow) {
     if (t.user === this.me.user) return;
     const c = this.conv(t.conv);

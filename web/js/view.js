@@ -85,7 +85,8 @@ export class View {
     const app = this.app;
     $('signin').hidden = true;
     $('app').hidden = false;
-    $('me').textContent = `User ${app.me.user} · device ${app.me.device}`;
+    $('me').textContent = `User ${app.me.user}`;
+    $('me-device').textContent = `device ${app.me.device}`;
     $('sign-out').onclick = () => app.signOut(null);
     $('chat-back').onclick = () => app.closeConv();
     $('chat-info').onclick = () => {
@@ -208,7 +209,10 @@ export class View {
     let text = '';
     const unsent = app.state.unsent().length;
     const queued = unsent > 0 ? ` ${unsent} message${unsent > 1 ? 's' : ''} waiting to send.` : '';
-    if (app.conn.state === 'waiting') {
+    if (app.conn.state === 'waiting' && app.refused) {
+      state = 'offline';
+      text = 'The server refuses this session (an invalid or expired token, or too many connections). Still retrying; sign out to use another token.';
+    } else if (app.conn.state === 'waiting') {
       const s = Math.max(0, Math.ceil((app.conn.retryAt - Date.now()) / 1000));
       state = 'offline';
       text = `Disconnected. Reconnecting${s > 0 ? ` in ${s} s` : ''}…${queued}`;
