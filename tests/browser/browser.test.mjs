@@ -206,6 +206,21 @@ describe('web client in Chromium', { timeout: 240_000 }, () => {
     assert.equal(await carol.page.isVisible('#composer'), false);
   });
 
+  test('presence: online while the other user has the app open, then last seen', async () => {
+    const dave = await Device.open(browser, server, '4', '1', PHONE);
+    const a = alice.page;
+    await a.click('#new-chat');
+    await a.fill('#direct-user', '4');
+    await a.click('#direct-submit');
+    await a.locator('#chat-title', { hasText: 'User 4' }).waitFor({ timeout: UI_TIMEOUT_MS });
+    await a.locator('#chat-status', { hasText: /^online$/ }).waitFor({ timeout: UI_TIMEOUT_MS });
+    await alice.conv('User 4').locator('.presence-dot[data-status="online"]').waitFor();
+    await dave.close();
+    await a.locator('#chat-status', { hasText: 'last seen just now' }).waitFor({ timeout: UI_TIMEOUT_MS });
+    await alice.conv('User 4').locator('.presence-dot[data-status="offline"]').waitFor();
+    assert.deepEqual(dave.errors, []);
+  });
+
   test('the server is killed and restarted while a message is being sent: both sides end with the same history', async () => {
     const a = alice.page;
     const b = bob.page;

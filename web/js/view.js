@@ -234,6 +234,10 @@ export class View {
     const now = Date.now();
     const rows = s.list();
     $('conv-empty').hidden = rows.length > 0;
+    // The tab's title counts unread conversations.
+    const unread = rows.filter((r) => r.unread > 0 && r.conv.id !== app.openId).length;
+    const title = unread > 0 ? `(${unread}) Switchboard` : 'Switchboard';
+    if (document.title !== title) document.title = title;
     reconcile($('conv-list'), rows, (r) => r.conv.id, () => {
       const li = el('li', 'conv-item');
       const av = el('span', 'avatar');
