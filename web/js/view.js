@@ -262,7 +262,7 @@ export class View {
       const typers = s.typers(c, now);
       const last = li.querySelector('.conv-last');
       last.classList.toggle('typing-now', typers.length > 0);
-      setText(last, typers.length > 0 ? 'typing…' : r.last);
+      setText(last, typers.length > 0 ? 'typing…' : r.last || 'No messages yet');
       setText(li.querySelector('.conv-unread'), r.unread > 0 && c.id !== app.openId ? (r.unread > 99 ? '99+' : String(r.unread)) : '');
     });
   }
