@@ -244,6 +244,8 @@ describe('web client in Chromium', { timeout: 240_000 }, () => {
 
     await server.start();
     for (const d of devices()) await d.waitLive(30_000);
+    // Presence is subscribed again on the new connection.
+    await a.locator('#chat-status', { hasText: /^online$/ }).waitFor({ timeout: UI_TIMEOUT_MS });
     // Every send is acknowledged exactly once and both pages converge.
     for (const d of [alice, bob]) {
       await d.page.locator('#message-list li[data-pending]').first().waitFor({ state: 'detached', timeout: UI_TIMEOUT_MS }).catch(() => {});

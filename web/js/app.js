@@ -122,6 +122,8 @@ export class App {
         }
         s.onWelcome(f, Date.now());
         this.live = false;
+        // A new connection has no presence subscription yet.
+        this.watched = '';
         this.sync();
         break;
       case 'msg':
