@@ -138,8 +138,10 @@ fn chat_delivers_every_acked_message_and_writes_the_outputs() {
         "40",
         "--rate",
         "400",
+        // Long enough for a once-a-second scrape to see the connections open
+        // even when a loaded machine takes a second to connect them.
         "--duration",
-        "1",
+        "3",
         "--drain",
         "5",
     ];
