@@ -244,8 +244,9 @@ describe('web client in Chromium', { timeout: 240_000 }, () => {
 
     await server.start();
     for (const d of devices()) await d.waitLive(30_000);
-    // Presence is subscribed again on the new connection.
+    // Presence is subscribed again on the new connection; no typing survives it.
     await a.locator('#chat-status', { hasText: /^online$/ }).waitFor({ timeout: UI_TIMEOUT_MS });
+    assert.equal(await b.textContent('#typing'), '');
     // Every send is acknowledged exactly once and both pages converge.
     for (const d of [alice, bob]) {
       await d.page.locator('#message-list li[data-pending]').first().waitFor({ state: 'detached', timeout: UI_TIMEOUT_MS }).catch(() => {});

@@ -169,6 +169,10 @@ test('typing shows for a while, stops on false, ignores this user', () => {
   s.onTyping({ conv: DIRECT, user: '2', active: true }, 2000);
   s.onTyping({ conv: DIRECT, user: '2', active: false }, 2001);
   assert.deepEqual(s.typers(c, 2002), []);
+  // A lost connection forgets who was typing (the `false` may never come).
+  s.onTyping({ conv: DIRECT, user: '2', active: true }, 3000);
+  s.clearLive();
+  assert.deepEqual(s.typers(c, 3001), []);
 });
 
 test('group events keep the title and membership state', () => {

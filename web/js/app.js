@@ -49,7 +49,10 @@ export class App {
       url: `${scheme}://${location.host}/ws?token=${encodeURIComponent(token)}`,
       onMessage: (type, f) => this.onMessage(type, f),
       onState: (state) => {
-        if (state !== 'open') this.live = false;
+        if (state !== 'open') {
+          this.live = false;
+          this.state.clearLive();
+        }
         if (state === 'waiting') this.probe();
         this.changed();
       },

@@ -221,6 +221,11 @@ export class ChatState {
     else c.typing.delete(t.user);
   }
 
+  /** The connection dropped: live-only state (typing) is no longer known. */
+  clearLive() {
+    for (const c of this.convs.values()) c.typing.clear();
+  }
+
   onPresence(p) {
     this.presence.set(p.user, { status: p.status, lastSeen: p.last_seen });
   }
