@@ -48,6 +48,12 @@ describe('web client in Chromium', { timeout: 240_000 }, () => {
     assert.match(response.headers()['content-security-policy'] ?? '', /default-src 'self'/);
     await page.locator('#signin-user').waitFor();
     assert.match(await page.textContent('#signin-mode'), /Development server/);
+    // Each browser gets a device id of its own, kept across visits.
+    const device = await page.inputValue('#signin-device');
+    assert.match(device, /^[1-9][0-9]*$/);
+    await page.reload();
+    await page.locator('#signin-user').waitFor();
+    assert.equal(await page.inputValue('#signin-device'), device);
     // Bad input gets a message, not a request.
     await page.fill('#signin-user', 'alice');
     await page.click('#signin-submit');
@@ -68,6 +74,14 @@ describe('web client in Chromium', { timeout: 240_000 }, () => {
     await a.fill('#direct-user', '2');
     await a.click('#direct-submit');
     await a.locator('#chat-title', { hasText: 'User 2' }).waitFor();
+
+    // Over the body limit in UTF-8 bytes (8,193 characters, 16,386 bytes): refused in
+    // the page, nothing sent.
+    await a.fill('#composer-input', 'é'.repeat(8193));
+    await a.press('#composer-input', 'Enter');
+    await a.locator('#chat-notice', { hasText: 'at most 16384 bytes' }).waitFor();
+    assert.equal(await a.locator('#message-list li').count(), 0);
+    await a.fill('#composer-input', '');
 
     await alice.send('hello bob');
     const mine = a.locator('#message-list li.msg.mine', { hasText: 'hello bob' });
@@ -215,6 +229,19 @@ describe('web client in Chromium', { timeout: 240_000 }, () => {
     await a.locator('#chat-title', { hasText: 'User 4' }).waitFor({ timeout: UI_TIMEOUT_MS });
     await a.locator('#chat-status', { hasText: /^online$/ }).waitFor({ timeout: UI_TIMEOUT_MS });
     await alice.conv('User 4').locator('.presence-dot[data-status="online"]').waitFor();
+    // Markup in a message is text, never HTML.
+    const markup = '<img src=x onerror="window.pwned=1"><b>not bold</b>';
+    await dave.page.click('#new-chat');
+    await dave.page.fill('#direct-user', '1');
+    await dave.page.click('#direct-submit');
+    await dave.page.locator('#chat-title', { hasText: 'User 1' }).waitFor({ timeout: UI_TIMEOUT_MS });
+    await dave.send(markup);
+    const shown = a.locator('#message-list li[data-seq="1"] .msg-text');
+    await shown.waitFor({ timeout: UI_TIMEOUT_MS });
+    assert.equal(await shown.textContent(), markup);
+    assert.equal(await shown.locator('img, b').count(), 0);
+    assert.equal(await alice.conv('User 4').locator('.conv-last').textContent(), markup);
+    assert.equal(await a.evaluate(() => window.pwned), undefined);
     await dave.close();
     await a.locator('#chat-status', { hasText: 'last seen just now' }).waitFor({ timeout: UI_TIMEOUT_MS });
     await alice.conv('User 4').locator('.presence-dot[data-status="offline"]').waitFor();

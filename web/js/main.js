@@ -5,6 +5,22 @@ import { parseId } from './protocol.js';
 
 const SESSION_KEY = 'switchboard.session';
 const REASON_KEY = 'switchboard.signout-reason';
+/** This browser's device id for dev sign-in: random once, then kept, so that two browsers
+ * signed in as the same user are two devices (the same id would share one cursor, and
+ * neither would get the other's messages live). */
+const DEVICE_KEY = 'switchboard.device';
+const DEVICE_ID_MAX = 2 ** 31;
+
+function browserDevice() {
+  let id = parseId(localStorage.getItem(DEVICE_KEY) ?? '');
+  if (!id || id === '0') {
+    const r = new Uint32Array(1);
+    crypto.getRandomValues(r);
+    id = String(1 + (r[0] % (DEVICE_ID_MAX - 1)));
+    localStorage.setItem(DEVICE_KEY, id);
+  }
+  return id;
+}
 const $ = (id) => document.getElementById(id);
 
 function loadSession() {
@@ -91,6 +107,7 @@ async function signIn() {
     ? 'Development server: sign in as any user id.'
     : 'Paste a token issued for you (a JWT with your user and device ids).';
   const userInput = $('signin-user');
+  if (dev && !$('signin-device').value) $('signin-device').value = browserDevice();
   if (dev) userInput.focus();
   $('signin-form').onsubmit = async (ev) => {
     ev.preventDefault();
