@@ -44,18 +44,20 @@ export class Conv {
     this.typing = new Map();
     /** No longer a member (removed, or left): read-only. */
     this.gone = false;
+    /** The highest held seq (0: none), and the held entries in seq order once asked for. */
+    this.top = 0;
+    this.order = null;
   }
 
   /** The newest held message (text or event), if any. */
   newest() {
-    let best = null;
-    for (const m of this.msgs.values()) if (!best || m.seq > best.seq) best = m;
-    return best;
+    return this.msgs.get(this.top) ?? null;
   }
 
-  /** Held messages in seq order. */
+  /** Held messages in seq order (kept until the held set changes: the view asks every frame). */
   sorted() {
-    return [...this.msgs.values()].sort((a, b) => a.seq - b.seq);
+    this.order ??= [...this.msgs.values()].sort((a, b) => a.seq - b.seq);
+    return this.order;
   }
 
   hasOlder() {
@@ -66,8 +68,7 @@ export class Conv {
 
   /** The seq just below a gap above `hi`, if messages are held past one. */
   gapAfter() {
-    for (const seq of this.msgs.keys()) if (seq > this.hi + 1) return this.hi;
-    return null;
+    return this.top > this.hi + 1 ? this.hi : null;
   }
 }
 
@@ -129,6 +130,8 @@ export class ChatState {
   insert(c, m) {
     if (c.msgs.has(m.seq)) return;
     c.msgs.set(m.seq, m);
+    c.order = null;
+    c.top = Math.max(c.top, m.seq);
     c.lastSeq = Math.max(c.lastSeq, m.seq);
     if (c.msgs.size === 1) {
       c.lo = m.seq;
@@ -144,6 +147,7 @@ export class ChatState {
     const seqs = [...c.msgs.keys()].sort((a, b) => a - b);
     const drop = seqs.length - HELD_PER_CONV_MAX;
     for (let i = 0; i < drop; i += 1) c.msgs.delete(seqs[i]);
+    c.order = null;
     c.lo = seqs[drop];
     c.olderDone = false;
     if (c.hi < c.lo) c.hi = c.lo;
@@ -347,8 +351,7 @@ export class ChatState {
     // Entries after the read cursor that this device does not hold count too.
     if (c.msgs.size === 0) return Math.max(0, c.lastSeq - c.read);
     n += Math.max(0, c.lo - 1 - c.read);
-    const top = c.newest().seq;
-    n += Math.max(0, c.lastSeq - Math.max(top, c.read));
+    n += Math.max(0, c.lastSeq - Math.max(c.top, c.read));
     return n;
   }
 
